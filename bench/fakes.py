@@ -1,0 +1,232 @@
+"""Fake Meta Graph and OpenAI HTTP servers on loopback, shared by the benchmarks and the fault tests.
+
+Both are real HTTP servers (ThreadingHTTPServer) with configurable latency and error rates, so the worker
+under test goes through its real clients: `requests` for Graph, the OpenAI SDK for the model.
+
+    python -m bench.fakes --graph-port 8701 --openai-port 8702 --graph-latency 0.05 --openai-latency 0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class FaultPlan:
+    """What a fake answers: a latency, a random error rate, and scripted errors served first, in order."""
+
+    latency: float = 0.0
+    error_rate: float = 0.0
+    error_status: int = 500
+    error_body: dict[str, Any] | None = None
+    scripted: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Close the connection without answering (a lost response) for this many requests, after handling them.
+    drop_responses: int = 0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+class FakeServer:
+    """Base: starts on 127.0.0.1 (port 0 picks a free one), records requests, runs until `stop()`."""
+
+    def __init__(self, port: int = 0, plan: FaultPlan | None = None, seed: int = 1) -> None:
+        self.plan = plan or FaultPlan()
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.rng = random.Random(seed)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {}
+                status, answer, drop = outer.handle(self.path, dict(self.headers), body)
+                if drop:
+                    self.close_connection = True
+                    return
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = _Server(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> FakeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def handle(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any, bool]:
+        arrived = time.time()
+        if self.plan.latency:
+            time.sleep(self.plan.latency)
+        with self.lock:
+            scripted = self.plan.scripted.pop(0) if self.plan.scripted else None
+            random_error = scripted is None and self.rng.random() < self.plan.error_rate
+            drop = False
+            if scripted is None and not random_error and self.plan.drop_responses > 0:
+                self.plan.drop_responses -= 1
+                drop = True
+        if scripted is not None:
+            status, answer = scripted
+        elif random_error:
+            status, answer = self.plan.error_status, self.plan.error_body or self.default_error()
+        else:
+            status, answer = 200, self.success(body)
+        with self.lock:
+            self.requests.append(
+                {
+                    "path": path,
+                    "headers": headers,
+                    "body": body,
+                    "arrived": arrived,
+                    "status": status,
+                    "dropped": drop,
+                }
+            )
+        return status, answer, drop
+
+    def success(self, body: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def default_error(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class FakeGraph(FakeServer):
+    """`POST /{version}/{phone-number-id}/messages` answering like Meta's Cloud API."""
+
+    def success(self, body: dict[str, Any]) -> Any:
+        message: dict[str, Any] = {"id": f"wamid.fake-{uuid.uuid4().hex}"}
+        if body.get("type") == "template":
+            message["message_status"] = "accepted"
+        to = str(body.get("to", "")).lstrip("+")
+        return {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": body.get("to"), "wa_id": to}],
+            "messages": [message],
+        }
+
+    def default_error(self) -> dict[str, Any]:
+        return graph_error(131000, "Something went wrong", http_status=500)[1]
+
+    # What the tests and benchmarks count
+    def accepted(self) -> list[dict[str, Any]]:
+        """Requests that Meta accepted (status 200), dropped responses included: they reached Meta."""
+        with self.lock:
+            return [r for r in self.requests if r["status"] == 200]
+
+    def sends_per_job(self) -> Counter[str]:
+        """How many accepted sends each job (its biz_opaque_callback_data key) got."""
+        return Counter(
+            str(r["body"].get("biz_opaque_callback_data", "")).split(":")[0] for r in self.accepted()
+        )
+
+    def max_in_any_window(self, seconds: float = 1.0) -> int:
+        """The most requests that arrived within any `seconds`-long window."""
+        with self.lock:
+            times = sorted(r["arrived"] for r in self.requests)
+        best, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+
+def graph_error(
+    code: int, message: str, *, http_status: int = 400, details: str = ""
+) -> tuple[int, dict[str, Any]]:
+    """Meta's error body (meta-whatsapp-api.md §8.1)."""
+    return http_status, {
+        "error": {
+            "message": f"(#{code}) {message}",
+            "type": "OAuthException",
+            "code": code,
+            "error_data": {"messaging_product": "whatsapp", "details": details or message},
+            "fbtrace_id": f"A{uuid.uuid4().hex[:20]}",
+        }
+    }
+
+
+class FakeOpenAI(FakeServer):
+    """`POST /v1/chat/completions` answering like an OpenAI-compatible server."""
+
+    reply = "Thanks for writing! Yes, it also comes in blue and green."
+
+    def success(self, body: dict[str, Any]) -> Any:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "fake"),
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.reply}}
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
+
+    def default_error(self) -> dict[str, Any]:
+        return {"error": {"message": "The server had an error", "type": "server_error", "code": None}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--graph-port", type=int, default=8701)
+    parser.add_argument("--openai-port", type=int, default=8702)
+    parser.add_argument("--graph-latency", type=float, default=0.05)
+    parser.add_argument("--openai-latency", type=float, default=0.2)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    graph = FakeGraph(
+        args.graph_port, FaultPlan(latency=args.graph_latency, error_rate=args.error_rate)
+    ).start()
+    openai = FakeOpenAI(
+        args.openai_port, FaultPlan(latency=args.openai_latency, error_rate=args.error_rate)
+    ).start()
+    print(f"fake Graph at {graph.url}, fake OpenAI at {openai.url}/v1 (Ctrl-C stops)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Django settings: the only module that reads the environment (django-environ, `.env` supported).
+
+Every variable is documented in `.env.example` and in the README's configuration table.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# Real environment variables win over `.env`; CI and production set them directly.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# GENERAL
+# ------------------------------------------------------------------------------
+DEBUG: bool = env.bool("DEBUG", default=False)
+# Dev-only fallback. With DEBUG off an empty key is reported by the system check outbound.E001.
+SECRET_KEY: str = env.str("SECRET_KEY", default="") or (
+    "django-insecure-dev-only-key-never-use-in-production" if DEBUG else ""
+)
+ALLOWED_HOSTS: list[str] = env.list(
+    "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "webhooks",
+    "outbound",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Meta batches up to 1000 updates and up to 3 MB in one webhook POST; Django's default limit (2.5 MB)
+# would reject the largest ones. Above this limit the webhook answers 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = env.int("WEBHOOK_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+
+# DATABASE
+# ------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while the worker writes; IMMEDIATE takes the write lock at BEGIN so that
+    # a claim transaction can never be upgraded into a "database is locked" error half-way.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    # Persistent connections, checked before reuse so a restarted PostgreSQL does not fail a request.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
+    )
+
+# SECURITY (production: behind an HTTPS reverse proxy)
+# ------------------------------------------------------------------------------
+if env.bool("SECURE_PROXY_SSL_HEADER_ENABLED", default=not DEBUG):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# The load balancer's health probe usually speaks plain HTTP to the app.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SESSION_COOKIE_SECURE: bool = not DEBUG
+CSRF_COOKIE_SECURE: bool = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# WHATSAPP (Meta Cloud API)
+# ------------------------------------------------------------------------------
+WHATSAPP_APP_SECRET: str = env.str("WHATSAPP_APP_SECRET", default="")
+WHATSAPP_VERIFY_TOKEN: str = env.str("WHATSAPP_VERIFY_TOKEN", default="")
+WHATSAPP_ACCESS_TOKEN: str = env.str("WHATSAPP_ACCESS_TOKEN", default="")
+WHATSAPP_PHONE_NUMBER_ID: str = env.str("WHATSAPP_PHONE_NUMBER_ID", default="")
+WHATSAPP_GRAPH_URL: str = env.str("WHATSAPP_GRAPH_URL", default="https://graph.facebook.com")
+WHATSAPP_API_VERSION: str = env.str("WHATSAPP_API_VERSION", default="v25.0")
+WHATSAPP_TIMEOUT: float = env.float("WHATSAPP_TIMEOUT", default=15.0)
+WHATSAPP_TEMPLATE_NAME: str = env.str("WHATSAPP_TEMPLATE_NAME", default="")
+WHATSAPP_TEMPLATE_LANGUAGE: str = env.str("WHATSAPP_TEMPLATE_LANGUAGE", default="en_US")
+# What fills the template's body placeholders {{1}}, {{2}}, ... in order; known values: contact_name.
+WHATSAPP_TEMPLATE_BODY_PARAMETERS: list[str] = env.list("WHATSAPP_TEMPLATE_BODY_PARAMETERS", default=[])
+# The 24-hour window is treated as closed this long before it really closes: a reply must not race it.
+WHATSAPP_WINDOW_MARGIN_SECONDS: int = env.int("WHATSAPP_WINDOW_MARGIN_SECONDS", default=300)
+
+# OPENAI (the SDK reads OPENAI_API_KEY and OPENAI_BASE_URL itself; they are read here to check and pass them)
+# ------------------------------------------------------------------------------
+OPENAI_API_KEY: str = env.str("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL: str | None = env.str("OPENAI_BASE_URL", default="") or None
+OPENAI_MODEL: str = env.str("OPENAI_MODEL", default="gpt-4.1-mini")
+OPENAI_TIMEOUT: float = env.float("OPENAI_TIMEOUT", default=30.0)
+OPENAI_SYSTEM_PROMPT: str = env.str("OPENAI_SYSTEM_PROMPT", default="")
+OPENAI_SYSTEM_PROMPT_FILE: Path = Path(
+    env.str(
+        "OPENAI_SYSTEM_PROMPT_FILE", default=str(BASE_DIR / "templates" / "outbound" / "system_prompt.txt")
+    )
+)
+# How many earlier messages (inbound and outbound) the model sees with the one it answers.
+OPENAI_HISTORY_MESSAGES: int = env.int("OPENAI_HISTORY_MESSAGES", default=20)
+
+# OUTBOUND (the worker)
+# ------------------------------------------------------------------------------
+OUTBOUND_MAX_ATTEMPTS: int = env.int("OUTBOUND_MAX_ATTEMPTS", default=5)
+OUTBOUND_RETRY_BASE_SECONDS: float = env.float("OUTBOUND_RETRY_BASE_SECONDS", default=30.0)
+OUTBOUND_RETRY_MAX_SECONDS: float = env.float("OUTBOUND_RETRY_MAX_SECONDS", default=3600.0)
+OUTBOUND_STALE_SECONDS: int = env.int("OUTBOUND_STALE_SECONDS", default=300)
+OUTBOUND_MAX_SENDS_PER_SECOND: float = env.float("OUTBOUND_MAX_SENDS_PER_SECOND", default=80.0)
+# "graph" sends through Meta; "console" logs the exact Graph request instead (DEBUG only).
+OUTBOUND_SENDER: str = env.str(
+    "OUTBOUND_SENDER", default="console" if DEBUG and not WHATSAPP_ACCESS_TOKEN else "graph"
+)
+# "openai" asks the model; "offline" returns a canned, clearly labelled reply (DEBUG only).
+OUTBOUND_REPLY_GENERATOR: str = env.str(
+    "OUTBOUND_REPLY_GENERATOR", default="offline" if DEBUG and not OPENAI_API_KEY else "openai"
+)
+# /healthz reports 503 when no worker run has finished for this long.
+OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
+
+# LOGGING (stdout, one line per event; never tokens, never message text at INFO)
+# ------------------------------------------------------------------------------
+LOG_LEVEL: str = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"},
+    },
+    "root": {"handlers": ["stdout"], "level": "WARNING"},
+    "loggers": {
+        "webhooks": {"level": LOG_LEVEL},
+        "outbound": {"level": LOG_LEVEL},
+        "django.request": {"level": "ERROR"},
+    },
+}

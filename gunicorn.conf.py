@@ -1,0 +1,30 @@
+"""gunicorn settings for the Procfile's `web:` line (values overridable with GUNICORN_* variables)."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+errorlog = "-"
+# Meta's payloads reach 3 MB; gunicorn's own limits are per line and header, not body, so nothing to raise.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+preload_app = False
+
+
+def on_starting(server: object) -> None:
+    """Refuse to start when a system check fails (a missing secret names its variable), like manage.py does."""
+    import django
+    from django.core import checks
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    errors = [m for m in checks.run_checks(include_deployment_checks=False) if m.is_serious()]
+    if errors:
+        for message in errors:
+            print(f"System check error: {message}", flush=True)
+        raise SystemExit(1)

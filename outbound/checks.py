@@ -1,0 +1,83 @@
+"""System checks: with DEBUG off, a missing secret stops `manage.py check` and every command, naming it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+REQUIRED_IN_PRODUCTION = (
+    (
+        "SECRET_KEY",
+        "Django's signing key; generate one with `python -c 'import secrets; print(secrets.token_urlsafe(50))'`",
+    ),
+    (
+        "WHATSAPP_APP_SECRET",
+        "the app secret from Meta's App Dashboard → Basic settings (checks webhook signatures)",
+    ),
+    ("WHATSAPP_VERIFY_TOKEN", "the string you type into Meta's webhook configuration as the verify token"),
+    ("WHATSAPP_ACCESS_TOKEN", "a system-user access token with whatsapp_business_messaging"),
+    ("WHATSAPP_PHONE_NUMBER_ID", "the business number's id from WhatsApp Manager / API Setup"),
+)
+
+
+@register(Tags.security, deploy=False)
+def check_required_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    if settings.DEBUG:
+        return []
+    errors = [
+        Error(f"{name} is not set.", hint=f"Set the environment variable {name}: {what}.", id="outbound.E001")
+        for name, what in REQUIRED_IN_PRODUCTION
+        if not getattr(settings, name, "")
+    ]
+    if settings.OUTBOUND_REPLY_GENERATOR == "openai" and not settings.OPENAI_API_KEY:
+        errors.append(
+            Error(
+                "OPENAI_API_KEY is not set.",
+                hint="Set the environment variable OPENAI_API_KEY.",
+                id="outbound.E001",
+            )
+        )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    errors = []
+    if settings.OUTBOUND_SENDER not in ("graph", "console"):
+        errors.append(
+            Error(
+                f"OUTBOUND_SENDER={settings.OUTBOUND_SENDER!r} is not 'graph' or 'console'.",
+                id="outbound.E002",
+            )
+        )
+    elif settings.OUTBOUND_SENDER == "console" and not settings.DEBUG:
+        errors.append(
+            Error(
+                "OUTBOUND_SENDER=console only logs messages and is refused with DEBUG off.",
+                hint="Unset OUTBOUND_SENDER (or set it to graph) and configure WHATSAPP_ACCESS_TOKEN.",
+                id="outbound.E003",
+            )
+        )
+    if settings.OUTBOUND_REPLY_GENERATOR not in ("openai", "offline"):
+        errors.append(
+            Error(
+                f"OUTBOUND_REPLY_GENERATOR={settings.OUTBOUND_REPLY_GENERATOR!r} is not 'openai' or 'offline'.",
+                id="outbound.E002",
+            )
+        )
+    elif settings.OUTBOUND_REPLY_GENERATOR == "offline" and not settings.DEBUG:
+        errors.append(
+            Error(
+                "OUTBOUND_REPLY_GENERATOR=offline sends canned demo replies and is refused with DEBUG off.",
+                hint="Unset OUTBOUND_REPLY_GENERATOR (or set it to openai) and configure OPENAI_API_KEY.",
+                id="outbound.E003",
+            )
+        )
+    for name in ("OUTBOUND_MAX_ATTEMPTS", "OUTBOUND_STALE_SECONDS", "OUTBOUND_MAX_SENDS_PER_SECOND"):
+        if not getattr(settings, name) > 0:
+            errors.append(Error(f"{name} must be positive.", id="outbound.E004"))
+    if settings.OUTBOUND_RETRY_BASE_SECONDS < 0:
+        errors.append(Error("OUTBOUND_RETRY_BASE_SECONDS must not be negative.", id="outbound.E004"))
+    return errors

@@ -1,0 +1,103 @@
+"""Errors raised by the outbound clients; `outbound.retry` decides what each one means for a job.
+
+OutboundError
+├── GraphError                 the Graph API answered with an error body or a non-2xx status
+├── GraphTransportError        no usable answer from the Graph API
+│   ├── GraphConnectError      the request never reached Meta (safe to resend)
+│   └── GraphResponseLost      the request went out but no answer came (the message may have been sent)
+├── ReplyError                 the model did not give a usable reply
+│   ├── ReplyTransientError    rate limit, timeout, connection, 5xx, empty reply: try again later
+│   └── ReplyPermanentError    authentication, bad request, unknown model: retrying will not help
+└── ConfigurationError         a setting is missing or wrong (the error names it)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OutboundError(Exception):
+    """Base class of everything the outbound clients raise."""
+
+
+class GraphError(OutboundError):
+    """An error answer from the Graph API, with Meta's fields kept for the policy and the error log."""
+
+    def __init__(
+        self,
+        *,
+        http_status: int,
+        code: int | None,
+        message: str,
+        details: str = "",
+        fbtrace_id: str = "",
+        error_subcode: int | None = None,
+    ) -> None:
+        self.http_status = http_status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.fbtrace_id = fbtrace_id
+        self.error_subcode = error_subcode
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = [f"http={self.http_status}", f"code={self.code}", self.message]
+        if self.details:
+            parts.append(f"details={self.details}")
+        if self.fbtrace_id:
+            parts.append(f"fbtrace_id={self.fbtrace_id}")
+        return " ".join(parts)
+
+    @classmethod
+    def from_response(cls, http_status: int, body: Any) -> GraphError:
+        """Parse Meta's `{"error": {...}}` body; anything else is kept as an uncoded error."""
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            return cls(
+                http_status=http_status, code=None, message=f"unexpected error body: {str(body)[:200]}"
+            )
+        data = error.get("error_data")
+        details = data.get("details", "") if isinstance(data, dict) else str(data or "")
+        code = error.get("code")
+        subcode = error.get("error_subcode")
+        return cls(
+            http_status=http_status,
+            code=code if isinstance(code, int) else None,
+            message=str(error.get("message") or "")[:300],
+            details=str(details)[:300],
+            fbtrace_id=str(error.get("fbtrace_id") or "")[:64],
+            error_subcode=subcode if isinstance(subcode, int) else None,
+        )
+
+
+class GraphTransportError(OutboundError):
+    """No usable answer from the Graph API."""
+
+
+class GraphConnectError(GraphTransportError):
+    """The request never reached Meta: connection refused, DNS failure, connect timeout."""
+
+
+class GraphResponseLost(GraphTransportError):
+    """The request was sent but the answer never came (read timeout, dropped connection)."""
+
+
+class ReplyError(OutboundError):
+    """The model did not give a usable reply."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class ReplyTransientError(ReplyError):
+    """Worth another attempt later (honouring `retry_after` when the provider gave one)."""
+
+
+class ReplyPermanentError(ReplyError):
+    """Retrying will not help until something is fixed."""
+
+
+class ConfigurationError(OutboundError):
+    """A setting is missing or wrong; the message names the variable."""

@@ -1,0 +1,185 @@
+"""Meta Graph API client for sending WhatsApp messages: one `_request` chokepoint.
+
+Reference: ../shared/meta-whatsapp-api.md §5 (send API) and §8 (errors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+
+from outbound.exceptions import GraphConnectError, GraphError, GraphResponseLost
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "whatsapp-ai-replies/0.1"
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a message goes to: the phone number when known, else Meta's business-scoped user id."""
+
+    wa_id: str | None
+    user_id: str | None = None
+
+    def as_fields(self) -> dict[str, str]:
+        if self.wa_id:
+            return {"to": "+" + self.wa_id.lstrip("+")}
+        if self.user_id:
+            return {"recipient": self.user_id}
+        raise ValueError("recipient has neither a phone number nor a user id")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Meta's answer to an accepted send."""
+
+    wa_message_id: str
+    message_status: str
+    response: dict[str, Any]
+
+
+class Sender(Protocol):
+    """What the worker needs from a WhatsApp sender (the Graph client, or the console sender)."""
+
+    def send_text(
+        self, *, to: Recipient, body: str, reply_to: str | None, callback_data: str
+    ) -> SendResult: ...
+
+    def send_template(
+        self, *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
+    ) -> SendResult: ...
+
+
+def text_message(*, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> dict[str, Any]:
+    """The JSON body of a text message, quoted as a reply to `reply_to` when given."""
+    message: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        **to.as_fields(),
+        "type": "text",
+        "text": {"preview_url": False, "body": body},
+        "biz_opaque_callback_data": callback_data,
+    }
+    if reply_to:
+        message["context"] = {"message_id": reply_to}
+    return message
+
+
+def template_message(
+    *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
+) -> dict[str, Any]:
+    """The JSON body of a template message with positional body parameters."""
+    template: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if body_parameters:
+        template["components"] = [
+            {"type": "body", "parameters": [{"type": "text", "text": value} for value in body_parameters]}
+        ]
+    return {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        **to.as_fields(),
+        "type": "template",
+        "template": template,
+        "biz_opaque_callback_data": callback_data,
+    }
+
+
+class WhatsAppClient:
+    """Sends messages from one business number through the Graph API."""
+
+    def __init__(
+        self,
+        *,
+        access_token: str,
+        phone_number_id: str,
+        base_url: str = "https://graph.facebook.com",
+        api_version: str = "v25.0",
+        timeout: float = 15.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._access_token = access_token
+        self._messages_url = f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+        self._timeout = timeout
+        self._session = session or requests.Session()
+
+    def send_text(self, *, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> SendResult:
+        """Send a free-form text (inside the 24-hour window only).
+
+        https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/text-messages
+        """
+        return self._send(text_message(to=to, body=body, reply_to=reply_to, callback_data=callback_data))
+
+    def send_template(
+        self, *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
+    ) -> SendResult:
+        """Send an approved template (allowed outside the window).
+
+        https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/template-messages
+        """
+        return self._send(
+            template_message(
+                to=to,
+                name=name,
+                language=language,
+                body_parameters=body_parameters,
+                callback_data=callback_data,
+            )
+        )
+
+    def _send(self, message: dict[str, Any]) -> SendResult:
+        body = self._request("POST", self._messages_url, message)
+        messages = body.get("messages")
+        first = (
+            messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
+        )
+        wa_message_id = first.get("id")
+        if not isinstance(wa_message_id, str) or not wa_message_id:
+            # A 200 without a message id: Meta accepted something we cannot track. Treat as lost, not as sent.
+            raise GraphResponseLost(f"2xx response without messages[0].id: {json.dumps(body)[:200]}")
+        return SendResult(
+            wa_message_id=wa_message_id,
+            message_status=str(first.get("message_status") or ""),
+            response=body,
+        )
+
+    def _request(self, method: str, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The one place that talks to Meta: auth header, timeout, logging and error conversion."""
+        headers = {"Authorization": f"Bearer {self._access_token}", "User-Agent": USER_AGENT}
+        try:
+            response = self._session.request(
+                method, url, json=payload, headers=headers, timeout=self._timeout
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # A connect failure never reached Meta; anything later (read timeout, reset) may have.
+            if isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc):
+                raise GraphConnectError(f"could not connect to the Graph API: {type(exc).__name__}") from exc
+            raise GraphResponseLost(f"no answer from the Graph API: {type(exc).__name__}") from exc
+        except requests.RequestException as exc:
+            raise GraphConnectError(f"Graph API request failed: {type(exc).__name__}") from exc
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if not response.ok or (isinstance(body, dict) and "error" in body):
+            error = GraphError.from_response(
+                response.status_code, body if body is not None else response.text
+            )
+            logger.warning("graph_error method=%s %s", method, error.describe())
+            raise error
+        if not isinstance(body, dict):
+            raise GraphResponseLost(f"{response.status_code} response that is not a JSON object")
+        logger.info(
+            "graph_response method=%s status=%s body=%s", method, response.status_code, json.dumps(body)
+        )
+        return body
+
+
+def _is_connect_failure(exc: Exception) -> bool:
+    """requests wraps urllib3's NewConnectionError/NameResolutionError inside ConnectionError."""
+    reason = repr(exc.args[0]) if exc.args else ""
+    return any(name in reason for name in ("NewConnectionError", "NameResolutionError", "ConnectionRefused"))

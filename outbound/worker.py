@@ -1,0 +1,199 @@
+"""The worker loop: recover stale claims, claim due jobs, process them on a thread pool, summarise."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, fields
+
+from django.db import close_old_connections, connections
+from django.utils import timezone
+
+from outbound.exceptions import ConfigurationError
+from outbound.models import OutboundJob, WorkerHeartbeat
+from outbound.services import (
+    OutboundConfig,
+    Outcome,
+    ProcessResult,
+    outbound_job_process,
+    outbound_jobs_claim,
+    outbound_jobs_recover,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    claimed: int = 0
+    generated: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    recovered: int = 0
+    uncertain: int = 0
+    lost: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "seconds"]
+        return " ".join([*parts, f"seconds={self.seconds:.1f}"])
+
+
+class Worker:
+    """Processes due jobs until none is due, time is up or the batch is done (or, with `loop`, until stopped)."""
+
+    def __init__(
+        self,
+        *,
+        config: OutboundConfig,
+        stale_seconds: int,
+        concurrency: int = 1,
+        batch_size: int | None = None,
+        max_runtime: float | None = 50.0,
+        loop: bool = False,
+        idle_sleep: float = 2.0,
+        worker_id: str | None = None,
+        on_job_done: Callable[[OutboundJob, str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stale_seconds = stale_seconds
+        self.concurrency = max(1, concurrency)
+        self.batch_size = batch_size
+        self.max_runtime = max_runtime
+        self.loop = loop
+        self.idle_sleep = idle_sleep
+        self.host = socket.gethostname()
+        self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.on_job_done = on_job_done
+        self.summary = RunSummary()
+        self.fatal: ConfigurationError | None = None
+        self._stopping = threading.Event()
+        self._started = 0.0
+
+    def stop(self) -> None:
+        """Finish the jobs in flight, claim nothing more (SIGTERM)."""
+        self._stopping.set()
+
+    def run(self) -> RunSummary:
+        self._started = time.monotonic()
+        self._recover()
+        attempted: set[int] = set()
+        pool = (
+            ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="outbound")
+            if self.concurrency > 1
+            else None
+        )
+        in_flight: dict[Future[ProcessResult], OutboundJob] = {}
+        try:
+            while not self._stopping.is_set() and not self._time_up():
+                remaining = self._batch_remaining()
+                free = min(self.concurrency - len(in_flight), remaining)
+                jobs = self._claim(free, attempted) if free > 0 else []
+                for job in jobs:
+                    attempted.add(job.pk)
+                    if pool is None:
+                        self._finish(job, self._process_inline(job))
+                    else:
+                        in_flight[pool.submit(self._process_in_thread, job)] = job
+                if in_flight:
+                    done, _ = wait(in_flight, timeout=0.5 if jobs else 1.0, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        self._finish(in_flight.pop(future), future)
+                elif not jobs:
+                    if remaining <= 0 or not self.loop:
+                        break
+                    self._idle(attempted)
+        finally:
+            for future in list(in_flight):
+                self._finish(in_flight.pop(future), future)
+            if pool is not None:
+                pool.shutdown(wait=True)
+            self.summary.seconds = time.monotonic() - self._started
+            self._heartbeat()
+        return self.summary
+
+    # ------------------------------------------------------------------ pieces
+    def _time_up(self) -> bool:
+        return (
+            self.max_runtime is not None
+            and not self.loop
+            and time.monotonic() - self._started >= self.max_runtime
+        )
+
+    def _batch_remaining(self) -> int:
+        if self.batch_size is None:
+            return self.concurrency
+        return self.batch_size - self.summary.claimed
+
+    def _recover(self) -> None:
+        counts = outbound_jobs_recover(stale_seconds=self.stale_seconds)
+        self.summary.recovered += counts.total
+        if counts.total:
+            logger.warning(
+                "recovered released=%s unsettled=%s reopened_for_template=%s",
+                counts.released,
+                counts.unsettled,
+                counts.reopened_for_template,
+            )
+
+    def _claim(self, limit: int, attempted: set[int]) -> list[OutboundJob]:
+        if self.fatal is not None:
+            return []
+        jobs = outbound_jobs_claim(limit=limit, worker_id=self.worker_id, exclude_ids=attempted)
+        self.summary.claimed += len(jobs)
+        return jobs
+
+    def _idle(self, attempted: set[int]) -> None:
+        """Loop mode with nothing due: report liveness, sleep (SIGTERM wakes us), look for stale claims again."""
+        self._heartbeat()
+        attempted.clear()
+        close_old_connections()
+        self._stopping.wait(self.idle_sleep)
+        if not self._stopping.is_set():
+            self._recover()
+
+    def _process_inline(self, job: OutboundJob) -> Future[ProcessResult]:
+        future: Future[ProcessResult] = Future()
+        try:
+            future.set_result(outbound_job_process(job=job, config=self.config))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def _process_in_thread(self, job: OutboundJob) -> ProcessResult:
+        try:
+            return outbound_job_process(job=job, config=self.config)
+        finally:
+            # Each pool thread has its own connection; close it so nothing leaks past the run.
+            connections.close_all()
+
+    def _finish(self, job: OutboundJob, future: Future[ProcessResult]) -> None:
+        try:
+            result = future.result()
+        except ConfigurationError as exc:
+            self.fatal = exc
+            self.stop()
+            logger.error("configuration_error job_id=%s %s", job.pk, exc)
+            return
+        except Exception:
+            # The job keeps its claim; stale recovery will release it. Everything else carries on.
+            logger.exception("job_crashed job_id=%s", job.pk)
+            return
+        self.summary.generated += int(result.generated)
+        if result.outcome in (Outcome.SENT, Outcome.RETRIED, Outcome.FAILED, Outcome.UNCERTAIN, Outcome.LOST):
+            setattr(self.summary, result.outcome, getattr(self.summary, result.outcome) + 1)
+        if self.on_job_done is not None:
+            self.on_job_done(job, result.outcome)
+
+    def _heartbeat(self) -> None:
+        WorkerHeartbeat.objects.update_or_create(
+            worker_id=self.host,
+            defaults={"last_finished_at": timezone.now(), "last_summary": self.summary.line()[:512]},
+        )

@@ -1,0 +1,154 @@
+"""Shared fixtures: signed webhook POSTs, payload builders, the fake OpenAI server, `responses` for Graph."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from bench.fakes import FakeOpenAI, FaultPlan
+from webhooks.signatures import sign
+
+DATA = Path(__file__).parent / "data"
+GRAPH_MESSAGES_URL = "https://graph.test/v25.0/106540352242922/messages"
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((DATA / name).read_text())
+
+
+def text_payload(
+    *,
+    wamid: str,
+    wa_id: str = "16505551234",
+    body: str = "Hello",
+    timestamp: int | datetime,
+    name: str = "Sheena",
+) -> dict[str, Any]:
+    """A real-shaped single text message webhook (meta-whatsapp-api.md §3.2)."""
+    ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": "106540352242922",
+                            },
+                            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": wamid,
+                                    "timestamp": str(ts),
+                                    "type": "text",
+                                    "text": {"body": body},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def status_payload(
+    *,
+    wamid: str,
+    status: str,
+    timestamp: int,
+    callback_data: str | None = None,
+    error_code: int | None = None,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "id": wamid,
+        "status": status,
+        "timestamp": str(timestamp),
+        "recipient_id": "16505551234",
+    }
+    if callback_data is not None:
+        item["biz_opaque_callback_data"] = callback_data
+    if error_code is not None:
+        item["errors"] = [
+            {
+                "code": error_code,
+                "title": "error title",
+                "message": "error title",
+                "error_data": {"details": "error details"},
+            }
+        ]
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": "106540352242922",
+                            },
+                            "statuses": [item],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def post_signed(client: Client, payload: Any, *, secret: str | None = None, header: str | None = None) -> Any:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    signature = (
+        header if header is not None else sign(body=body, app_secret=secret or settings.WHATSAPP_APP_SECRET)
+    )
+    return client.post(
+        reverse("whatsapp-webhook"),
+        data=body,
+        content_type="application/json",
+        HTTP_X_HUB_SIGNATURE_256=signature,
+    )
+
+
+@pytest.fixture
+def webhook(client: Client):
+    """POST a payload signed with the test app secret; returns the response."""
+    return lambda payload, **kwargs: post_signed(client, payload, **kwargs)
+
+
+@pytest.fixture
+def graph() -> Iterator[responses.RequestsMock]:
+    """`responses` for the Graph API: nothing leaves the process; unmatched requests fail the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def fake_openai(settings) -> Iterator[FakeOpenAI]:
+    """A real OpenAI-compatible HTTP server on loopback, wired into settings."""
+    server = FakeOpenAI(plan=FaultPlan())
+    server.start()
+    settings.OPENAI_BASE_URL = f"{server.url}/v1"
+    settings.OPENAI_TIMEOUT = 2.0
+    try:
+        yield server
+    finally:
+        server.stop()

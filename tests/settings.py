@@ -1,0 +1,29 @@
+"""Test settings: the production settings with fixed test secrets and a fake Graph host.
+
+The database still comes from DATABASE_URL, so the same suite runs on SQLite and on PostgreSQL.
+"""
+
+from config.settings import *  # noqa: F403
+
+SECRET_KEY = "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+WHATSAPP_APP_SECRET = "test-app-secret"
+WHATSAPP_VERIFY_TOKEN = "test-verify-token"
+WHATSAPP_ACCESS_TOKEN = "EAAtestaccesstoken0123456789abcdef"
+WHATSAPP_PHONE_NUMBER_ID = "106540352242922"
+WHATSAPP_GRAPH_URL = "https://graph.test"
+WHATSAPP_API_VERSION = "v25.0"
+WHATSAPP_TEMPLATE_NAME = "reply_follow_up"
+WHATSAPP_TEMPLATE_LANGUAGE = "en_US"
+WHATSAPP_TEMPLATE_BODY_PARAMETERS = ["contact_name"]
+OPENAI_API_KEY = "sk-test-openai-key-0123456789"
+OPENAI_BASE_URL = "http://openai.test/v1"
+OUTBOUND_SENDER = "graph"
+OUTBOUND_REPLY_GENERATOR = "openai"
+OUTBOUND_RETRY_BASE_SECONDS = 30.0
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+SECURE_SSL_REDIRECT = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

@@ -1,0 +1,306 @@
+"""Meta webhook payloads → small frozen dataclasses (pure: no Django, no database).
+
+Nothing here raises on a malformed payload: anything that is not a well-formed message or status is
+reported in `ParsedWebhook.skipped` for the log and otherwise ignored (Meta would retry a non-200 for 7 days).
+Shapes: ../shared/meta-whatsapp-api.md §3.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Type → does it deserve an answer? Reactions, deletions and system notices do not; media does (the reply
+# says what the service can handle); unknown future types are stored but not answered.
+NEEDS_REPLY: dict[str, bool] = {
+    "text": True,
+    "image": True,
+    "audio": True,
+    "video": True,
+    "document": True,
+    "sticker": True,
+    "interactive": True,
+    "button": True,
+    "location": True,
+    "contacts": True,
+    "order": True,
+    "unsupported": True,
+    "reaction": False,
+    "system": False,
+    "revoke": False,
+}
+
+# Ranks for "never move a delivery status backwards"; `played` (a voice note was played) counts as read.
+DELIVERY_STATUSES = ("sent", "delivered", "read", "failed")
+STATUS_ALIASES = {"played": "read"}
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    wamid: str
+    wa_id: str | None
+    user_id: str | None
+    profile_name: str
+    type: str
+    text: str
+    needs_reply: bool
+    timestamp: datetime
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StatusError:
+    code: int | None
+    title: str
+    details: str
+
+
+@dataclass(frozen=True)
+class ParsedStatus:
+    wamid: str
+    status: str
+    timestamp: datetime
+    recipient_id: str
+    callback_data: str
+    errors: tuple[StatusError, ...] = ()
+
+
+@dataclass
+class ParsedWebhook:
+    messages: list[ParsedMessage] = field(default_factory=list)
+    statuses: list[ParsedStatus] = field(default_factory=list)
+    # Human-readable reasons for everything well-signed that we did not turn into a message or status.
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_webhook(payload: Any) -> ParsedWebhook:
+    """Walk every entry, change, message and status of a webhook payload."""
+    result = ParsedWebhook()
+    if not isinstance(payload, dict):
+        result.skipped.append(f"payload is {type(payload).__name__}, not an object")
+        return result
+    if payload.get("object") != "whatsapp_business_account":
+        result.skipped.append(f"object={payload.get('object')!r}")
+    for entry in _dicts(payload.get("entry"), "entry", result):
+        for change in _dicts(entry.get("changes"), "changes", result):
+            value = change.get("value")
+            if change.get("field") != "messages" or not isinstance(value, dict):
+                result.skipped.append(f"field={change.get('field')!r}")
+                continue
+            _parse_value(value, result)
+    return result
+
+
+def _parse_value(value: dict[str, Any], result: ParsedWebhook) -> None:
+    for error in _dicts(value.get("errors"), "errors", result):
+        result.skipped.append(f"value error code={error.get('code')!r} title={error.get('title')!r}")
+    profiles = _contact_profiles(value.get("contacts"))
+    for raw in _dicts(value.get("messages"), "messages", result):
+        _collect(result.messages, result.skipped, "message", raw, lambda m: _parse_message(m, profiles))
+    for raw in _dicts(value.get("statuses"), "statuses", result):
+        _collect(result.statuses, result.skipped, "status", raw, _parse_status)
+
+
+def _collect(
+    into: list[Any],
+    skipped: list[str],
+    kind: str,
+    raw: dict[str, Any],
+    parse: Callable[[dict[str, Any]], Any],
+) -> None:
+    try:
+        into.append(parse(raw))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        skipped.append(f"malformed {kind} id={str(raw.get('id'))[:80]!r}: {type(exc).__name__}: {exc}")
+
+
+def _dicts(value: Any, name: str, result: ParsedWebhook) -> Iterator[dict[str, Any]]:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        result.skipped.append(f"{name} is {type(value).__name__}, not a list")
+        return
+    for item in value:
+        if isinstance(item, dict):
+            yield item
+        else:
+            result.skipped.append(f"{name} item is {type(item).__name__}, not an object")
+
+
+def _contact_profiles(contacts: Any) -> dict[str, tuple[str | None, str]]:
+    """Map wa_id and user_id → (user_id, profile name) from `value.contacts`."""
+    profiles: dict[str, tuple[str | None, str]] = {}
+    if not isinstance(contacts, list):
+        return profiles
+    for contact in contacts:
+        if not isinstance(contact, dict):
+            continue
+        profile = contact.get("profile")
+        name = profile.get("name") if isinstance(profile, dict) else None
+        user_id = _optional_str(contact.get("user_id"))
+        info = (user_id, name if isinstance(name, str) else "")
+        for key in (_optional_str(contact.get("wa_id")), user_id):
+            if key:
+                profiles[key] = info
+    return profiles
+
+
+def _parse_message(raw: dict[str, Any], profiles: dict[str, tuple[str | None, str]]) -> ParsedMessage:
+    wamid = _required_str(raw, "id")
+    wa_id = _optional_str(raw.get("from"))
+    user_id = _optional_str(raw.get("from_user_id"))
+    if not wa_id and not user_id:
+        raise ValueError("no sender: neither 'from' nor 'from_user_id'")
+    profile_user_id, profile_name = profiles.get(wa_id or "", profiles.get(user_id or "", (None, "")))
+    raw_type = raw.get("type")
+    message_type = raw_type if isinstance(raw_type, str) else "unknown"
+    known = message_type in NEEDS_REPLY
+    return ParsedMessage(
+        wamid=wamid,
+        wa_id=wa_id,
+        user_id=user_id or profile_user_id,
+        profile_name=profile_name[:256],
+        type=message_type if known else "unknown",
+        text=describe_message(message_type, raw),
+        needs_reply=NEEDS_REPLY.get(message_type, False),
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        raw=raw,
+    )
+
+
+def _parse_status(raw: dict[str, Any]) -> ParsedStatus:
+    status = _required_str(raw, "status")
+    status = STATUS_ALIASES.get(status, status)
+    if status not in DELIVERY_STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    errors = tuple(
+        StatusError(
+            code=error["code"] if isinstance(error.get("code"), int) else None,
+            title=str(error.get("title") or error.get("message") or "")[:500],
+            details=str(_error_details(error))[:1000],
+        )
+        for error in raw.get("errors") or []
+        if isinstance(error, dict)
+    )
+    return ParsedStatus(
+        wamid=_required_str(raw, "id"),
+        status=status,
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        recipient_id=str(raw.get("recipient_id") or ""),
+        callback_data=str(raw.get("biz_opaque_callback_data") or ""),
+        errors=errors,
+    )
+
+
+def _error_details(error: dict[str, Any]) -> str:
+    data = error.get("error_data")
+    if isinstance(data, dict):
+        return str(data.get("details") or "")
+    return str(data or "")
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Meta sends Unix seconds as a string; anything else is malformed."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"timestamp {value!r} is not Unix seconds")
+    seconds = int(value)
+    if seconds <= 0:
+        raise ValueError(f"timestamp {value!r} is not positive")
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _required_str(raw: dict[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key!r} missing or not a string")
+    if len(value) > 256:
+        raise ValueError(f"{key!r} longer than 256 characters")
+    return value
+
+
+def _optional_str(value: Any) -> str | None:
+    if isinstance(value, str) and value and len(value) <= 160:
+        return value
+    return None
+
+
+def _field(raw: dict[str, Any], *path: str) -> str:
+    """Follow `path` through nested objects; a missing or odd value reads as ''."""
+    value: Any = raw
+    for key in path:
+        if not isinstance(value, dict):
+            return ""
+        value = value.get(key)
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def describe_message(message_type: str, raw: dict[str, Any]) -> str:
+    """Return the text a model can use: the words themselves, or what kind of message this was."""
+    describe = _DESCRIBERS.get(message_type)
+    if describe is None:
+        return f"[a message of a type this service does not know: {message_type}]"
+    return describe(raw).strip()
+
+
+def _media(kind: str) -> Callable[[dict[str, Any]], str]:
+    def describe(raw: dict[str, Any]) -> str:
+        caption = _field(raw, kind, "caption")
+        voice = kind == "audio" and _field(raw, "audio", "voice") == "True"
+        what = "a voice message" if voice else f"a {kind}"
+        text = f"[The customer sent {what}, which this service cannot open.]"
+        return f"{text} Caption: {caption}" if caption else text
+
+    return describe
+
+
+def _interactive(raw: dict[str, Any]) -> str:
+    kind = _field(raw, "interactive", "type")
+    if kind in ("button_reply", "list_reply"):
+        title = _field(raw, "interactive", kind, "title")
+        description = _field(raw, "interactive", kind, "description")
+        return f"{title} ({description})" if description else title
+    if kind == "nfm_reply":
+        return f"[The customer submitted a form: {_field(raw, 'interactive', 'nfm_reply', 'response_json')}]"
+    return f"[The customer answered an interactive message ({kind or 'unknown kind'}).]"
+
+
+def _location(raw: dict[str, Any]) -> str:
+    place = ", ".join(p for p in (_field(raw, "location", "name"), _field(raw, "location", "address")) if p)
+    lat, lon = _field(raw, "location", "latitude"), _field(raw, "location", "longitude")
+    return f"[The customer shared a location: {place or 'a map pin'} at {lat},{lon}.]"
+
+
+def _contacts(raw: dict[str, Any]) -> str:
+    names = [
+        _field(card, "name", "formatted_name") for card in raw.get("contacts") or [] if isinstance(card, dict)
+    ]
+    return f"[The customer shared contact cards: {', '.join(n for n in names if n) or 'unnamed'}.]"
+
+
+def _unsupported(raw: dict[str, Any]) -> str:
+    kind = _field(raw, "unsupported", "type")
+    return f"[The customer sent a message WhatsApp does not pass on to this service ({kind or 'unknown'}).]"
+
+
+_DESCRIBERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "text": lambda raw: _field(raw, "text", "body"),
+    "image": _media("image"),
+    "audio": _media("audio"),
+    "video": _media("video"),
+    "document": _media("document"),
+    "sticker": _media("sticker"),
+    "interactive": _interactive,
+    "button": lambda raw: _field(raw, "button", "text") or _field(raw, "button", "payload"),
+    "reaction": lambda raw: f"[reaction {_field(raw, 'reaction', 'emoji') or '(removed)'}]",
+    "location": _location,
+    "contacts": _contacts,
+    "order": lambda raw: f"[The customer sent an order: {_field(raw, 'order', 'text') or 'no note'}.]",
+    "system": lambda raw: f"[system: {_field(raw, 'system', 'body')}]",
+    "revoke": lambda raw: "[The customer deleted a message.]",
+    "unsupported": _unsupported,
+}

@@ -1,0 +1,118 @@
+"""Storing a webhook POST: contacts, messages, their jobs and status updates, in one transaction."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from outbound.services import StatusCounts, outbound_jobs_enqueue, outbound_jobs_record_statuses
+from webhooks.models import Contact, InboundMessage
+from webhooks.payloads import ParsedMessage, ParsedWebhook
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    messages: int = 0
+    new_messages: int = 0
+    jobs: int = 0
+    statuses: StatusCounts | None = None
+
+
+def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
+    """Store one POST atomically with a fixed handful of bulk statements, whatever its size.
+
+    A redelivered message (same wamid) creates nothing: the UNIQUE wamid and the UNIQUE job-per-message
+    make the inserts no-ops, even for two deliveries racing each other.
+    """
+    result = IngestResult(messages=len(parsed.messages))
+    messages = list({m.wamid: m for m in parsed.messages}.values())
+    with transaction.atomic():
+        if messages:
+            contacts = _upsert_contacts(messages)
+            result.new_messages, result.jobs = _store_messages(messages, contacts)
+        result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
+    return result
+
+
+def _contact_key(message: ParsedMessage) -> str:
+    return message.wa_id or f"user:{message.user_id}"
+
+
+def _upsert_contacts(messages: list[ParsedMessage]) -> dict[str, Contact]:
+    """Create missing contacts and move `last_inbound_at` forward only (never back), in three statements."""
+    newest: dict[str, ParsedMessage] = {}
+    for message in messages:
+        key = _contact_key(message)
+        if key not in newest or message.timestamp >= newest[key].timestamp:
+            newest[key] = message
+    now = timezone.now()
+    Contact.objects.bulk_create(
+        [
+            Contact(
+                wa_id=m.wa_id, user_id=m.user_id, profile_name=m.profile_name, last_inbound_at=m.timestamp
+            )
+            for m in newest.values()
+        ],
+        ignore_conflicts=True,
+    )
+    wa_ids = {m.wa_id for m in newest.values() if m.wa_id}
+    user_ids = {m.user_id for m in newest.values() if m.user_id}
+    found = list(Contact.objects.filter(Q(wa_id__in=wa_ids) | Q(user_id__in=user_ids)))
+    by_wa_id = {c.wa_id: c for c in found if c.wa_id}
+    by_user_id = {c.user_id: c for c in found if c.user_id}
+    contacts: dict[str, Contact] = {}
+    updates: list[Contact] = []
+    for key, message in newest.items():
+        contact = by_wa_id.get(message.wa_id or "") or by_user_id.get(message.user_id or "")
+        if contact is None:  # cannot happen after the insert above; never lose the POST over it
+            raise LookupError(f"contact {key} missing after insert")
+        contacts[key] = contact
+        update = Contact(
+            pk=contact.pk, profile_name=message.profile_name or contact.profile_name, updated_at=now
+        )
+        update.last_inbound_at = _latest(message.timestamp)
+        # Learn the business-scoped id once, unless another contact already holds it.
+        update.user_id = contact.user_id or (message.user_id if message.user_id not in by_user_id else None)
+        if update.user_id:
+            by_user_id[update.user_id] = contact
+        updates.append(update)
+    Contact.objects.bulk_update(updates, ["profile_name", "last_inbound_at", "user_id", "updated_at"])
+    return contacts
+
+
+def _latest(timestamp: datetime) -> Greatest:
+    # Computed in the database so that two POSTs racing for one contact cannot move it backwards.
+    return Greatest(Coalesce(F("last_inbound_at"), Value(timestamp)), Value(timestamp))
+
+
+def _store_messages(messages: list[ParsedMessage], contacts: dict[str, Contact]) -> tuple[int, int]:
+    existing = set(
+        InboundMessage.objects.filter(wamid__in=[m.wamid for m in messages]).values_list("wamid", flat=True)
+    )
+    InboundMessage.objects.bulk_create(
+        [
+            InboundMessage(
+                wamid=m.wamid,
+                contact=contacts[_contact_key(m)],
+                type=m.type,
+                text=m.text,
+                needs_reply=m.needs_reply,
+                timestamp=m.timestamp,
+                raw=m.raw,
+            )
+            for m in messages
+            if m.wamid not in existing
+        ],
+        ignore_conflicts=True,
+    )
+    stored = InboundMessage.objects.filter(wamid__in=[m.wamid for m in messages if m.wamid not in existing])
+    jobs = outbound_jobs_enqueue(messages=stored.only("pk", "contact_id", "needs_reply"))
+    return len(messages) - len(existing), jobs
