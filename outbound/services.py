@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -208,22 +208,26 @@ def outbound_jobs_claim(
 
 
 def _fold_open_jobs(*, contact_id: int) -> OutboundJob | None:
-    """Keep the newest open job of a contact and supersede the older ones: one reply answers them all."""
-    open_jobs = list(
-        OutboundJob.objects.filter(
-            contact_id=contact_id, status__in=OutboundJob.CLAIMABLE_STATUSES, claim_token__isnull=True
-        )
+    """Keep the newest open job of a contact and supersede the older ones: one reply answers them all.
+
+    Only rows this transaction can lock without waiting are touched (another claimer may hold some as its
+    candidates); if any is held elsewhere the contact is left for the next round rather than risk a
+    deadlock or folding into the wrong job.
+    """
+    open_jobs = OutboundJob.objects.filter(
+        contact_id=contact_id, status__in=OutboundJob.CLAIMABLE_STATUSES, claim_token__isnull=True
+    )
+    expected = open_jobs.count()
+    locked = list(
+        open_jobs.select_for_update(skip_locked=True, of=("self",))
         .select_related("inbound_message")
         .order_by("inbound_message__timestamp", "inbound_message_id")
     )
-    if not open_jobs:
+    if not locked or len(locked) != expected:
         return None
-    newest = open_jobs[-1]
-    for older in open_jobs[:-1]:
-        try:
-            older.mark_superseded(by=newest)
-        except JobChanged:
-            logger.info("fold_skipped job_id=%s changed concurrently", older.pk)
+    newest = locked[-1]
+    for older in locked[:-1]:
+        older.mark_superseded(by=newest)
     return newest
 
 
@@ -239,8 +243,13 @@ class RecoveryCounts:
         return self.released + self.unsettled + self.reopened_for_template
 
 
-def outbound_jobs_recover(*, stale_seconds: int, now: datetime | None = None) -> RecoveryCounts:
-    """Release claims whose worker is presumed dead, and reopen text replies Meta failed with 131047."""
+def outbound_jobs_recover(
+    *, stale_seconds: int, max_attempts: int, now: datetime | None = None
+) -> RecoveryCounts:
+    """Release claims whose worker is presumed dead, and reopen text replies Meta failed with 131047.
+
+    A job whose worker keeps dying (a poison job) is not released forever: at `max_attempts` it is FAILED.
+    """
     now = now or timezone.now()
     counts = RecoveryCounts()
     for job in OutboundJob.objects.stale(older_than=now - timedelta(seconds=stale_seconds)).order_by("pk"):
@@ -249,6 +258,13 @@ def outbound_jobs_recover(*, stale_seconds: int, now: datetime | None = None) ->
                 job.mark_stale_send_unsettled()
                 counts.unsettled += 1
                 logger.error("stale_send_unsettled job_id=%s handed to staff", job.pk)
+            elif job.attempts >= max_attempts:
+                job.mark_failed(
+                    token=job.claim_token,
+                    error=f"attempt={job.attempts} phase=recovery the worker holding this job stopped "
+                    f"responding {job.attempts} times; gave up",
+                )
+                counts.unsettled += 1
             else:
                 job.mark_stale_released()
                 counts.released += 1
@@ -290,6 +306,34 @@ def outbound_job_process(*, job: OutboundJob, config: OutboundConfig) -> Process
         # Someone else (stale recovery, a status webhook, staff) moved the job: our result is void.
         logger.warning("job_claim_lost job_id=%s %s", job.pk, exc)
         return ProcessResult(Outcome.LOST, generated)
+
+
+def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: OutboundConfig) -> None:
+    """Record an unexpected error on the job and give it back (never resending a send that may have gone)."""
+    token = job.claim_token
+    if token is None:
+        return
+    line = _error_line(job, "crash", f"{type(error).__name__}: {error}", config)
+    try:
+        job.refresh_from_db(fields=["status", "claim_token", "send_started_at", "error_log"])
+        if job.claim_token != token:
+            return
+        if job.send_started_at is not None:
+            job.mark_send_uncertain(token=token, error=line)
+        elif job.attempts >= config.max_attempts:
+            job.mark_failed(token=token, error=line)
+        else:
+            delay = backoff_seconds(
+                attempts=job.attempts, base=config.retry_base_seconds, cap=config.retry_max_seconds
+            )
+            job.mark_retry(
+                token=token,
+                error=line,
+                next_attempt_at=next_attempt_at(now=timezone.now(), delay_seconds=delay),
+            )
+    except (JobChanged, DatabaseError):
+        # The claim stays; stale recovery releases it once the database answers again.
+        logger.warning("job_crash_not_recorded job_id=%s", job.pk)
 
 
 def _generate(job: OutboundJob, token: uuid.UUID, config: OutboundConfig) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connection, connections
 from django.utils import timezone
 
 from outbound.exceptions import ConfigurationError
@@ -21,6 +21,7 @@ from outbound.services import (
     OutboundConfig,
     Outcome,
     ProcessResult,
+    outbound_job_crashed,
     outbound_job_process,
     outbound_jobs_claim,
     outbound_jobs_recover,
@@ -95,7 +96,16 @@ class Worker:
             while not self._stopping.is_set() and not self._time_up():
                 remaining = self._batch_remaining()
                 free = min(self.concurrency - len(in_flight), remaining)
-                jobs = self._claim(free, attempted) if free > 0 else []
+                try:
+                    jobs = self._claim(free, attempted) if free > 0 else []
+                except DatabaseError:
+                    if not self.loop:
+                        raise
+                    # A supervisor's worker outlives a database restart: wait, reconnect, carry on.
+                    logger.exception("claim_failed database error; retrying in %ss", self.idle_sleep)
+                    connections.close_all()
+                    self._stopping.wait(self.idle_sleep)
+                    continue
                 for job in jobs:
                     attempted.add(job.pk)
                     if pool is None:
@@ -133,7 +143,9 @@ class Worker:
         return self.batch_size - self.summary.claimed
 
     def _recover(self) -> None:
-        counts = outbound_jobs_recover(stale_seconds=self.stale_seconds)
+        counts = outbound_jobs_recover(
+            stale_seconds=self.stale_seconds, max_attempts=self.config.max_attempts
+        )
         self.summary.recovered += counts.total
         if counts.total:
             logger.warning(
@@ -146,6 +158,7 @@ class Worker:
     def _claim(self, limit: int, attempted: set[int]) -> list[OutboundJob]:
         if self.fatal is not None:
             return []
+        _drop_broken_connection()
         jobs = outbound_jobs_claim(limit=limit, worker_id=self.worker_id, exclude_ids=attempted)
         self.summary.claimed += len(jobs)
         return jobs
@@ -154,7 +167,7 @@ class Worker:
         """Loop mode with nothing due: report liveness, sleep (SIGTERM wakes us), look for stale claims again."""
         self._heartbeat()
         attempted.clear()
-        close_old_connections()
+        _drop_broken_connection()
         self._stopping.wait(self.idle_sleep)
         if not self._stopping.is_set():
             self._recover()
@@ -182,9 +195,10 @@ class Worker:
             self.stop()
             logger.error("configuration_error job_id=%s %s", job.pk, exc)
             return
-        except Exception:
-            # The job keeps its claim; stale recovery will release it. Everything else carries on.
+        except Exception as exc:
+            # One job's failure never stops the loop: record it on the row and carry on.
             logger.exception("job_crashed job_id=%s", job.pk)
+            outbound_job_crashed(job=job, error=exc, config=self.config)
             return
         self.summary.generated += int(result.generated)
         if result.outcome in (Outcome.SENT, Outcome.RETRIED, Outcome.FAILED, Outcome.UNCERTAIN, Outcome.LOST):
@@ -197,3 +211,12 @@ class Worker:
             worker_id=self.host,
             defaults={"last_finished_at": timezone.now(), "last_summary": self.summary.line()[:512]},
         )
+
+
+def _drop_broken_connection() -> None:
+    """Drop a connection the database closed under us (restart, pg_terminate_backend) before reusing it.
+
+    Not inside an atomic block: there Django would close the connection mid-transaction (tests run so).
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
