@@ -319,7 +319,11 @@ class OutboundJob(models.Model):
         )
 
     def mark_failed(self, *, token: uuid.UUID | None, error: str, log: dict[str, Any] | None = None) -> None:
-        """Give up; staff read the reason in `error_log` and can retry."""
+        """Give up; staff read the reason in `error_log` and can retry.
+
+        Only for failures where nothing can have reached Meta (an error answer, a refused request);
+        a send that may have gone out is `mark_send_uncertain` / `mark_stale_send_unsettled` instead.
+        """
         self._transition(
             self.Status.FAILED,
             event="failed",
@@ -328,6 +332,7 @@ class OutboundJob(models.Model):
             log=log,
             claim_token=None,
             claimed_at=None,
+            send_started_at=None,
         )
 
     def mark_switch_to_template(self, *, token: uuid.UUID, error: str) -> None:
