@@ -9,6 +9,7 @@ status it came from.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,7 +197,7 @@ class OutboundJob(models.Model):
         **fields: Any,
     ) -> None:
         """Move to `to` with one conditional UPDATE; raise if illegal or if the row changed under us."""
-        if to not in ALLOWED_TRANSITIONS[self.status]:
+        if self.status not in EVENT_SOURCES[event] or to not in ALLOWED_TRANSITIONS[self.status]:
             raise IllegalTransition(f"{event}: job {self.pk} cannot go from {self.status} to {to}")
         now = timezone.now()
         if error is not None:
@@ -469,16 +470,49 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.SUPERSEDED: frozenset(),
     S.CANCELLED: frozenset(),
 }
+# Which statuses each event may start from. The table above says where a status may go; this one says which
+# event may take it there: SENT → READY_TO_SEND exists for the 131047 template fallback, but a claim or a
+# staff retry must never move a SENT job (that would send it twice).
+EVENT_SOURCES: dict[str, frozenset[str]] = {
+    "claim": frozenset({S.PENDING, S.READY_TO_SEND}),
+    "generated": frozenset({S.GENERATING}),
+    "send_started": frozenset({S.READY_TO_SEND}),
+    "sent": frozenset({S.READY_TO_SEND}),
+    "retry": frozenset({S.GENERATING, S.READY_TO_SEND}),
+    "failed": frozenset({S.GENERATING, S.READY_TO_SEND}),
+    "switch_to_template": frozenset({S.READY_TO_SEND}),
+    "send_uncertain": frozenset({S.READY_TO_SEND}),
+    "superseded": frozenset({S.PENDING, S.READY_TO_SEND}),
+    "stale_released": frozenset({S.GENERATING, S.READY_TO_SEND}),
+    "stale_send_unsettled": frozenset({S.READY_TO_SEND}),
+    "settled_by_webhook": frozenset({S.READY_TO_SEND, S.FAILED}),
+    "reopen_for_template": frozenset({S.SENT}),
+    "staff_retry": frozenset({S.FAILED}),
+    "staff_regenerate": frozenset({S.FAILED, S.READY_TO_SEND}),
+    "staff_cancel": frozenset({S.PENDING, S.READY_TO_SEND, S.FAILED}),
+}
 
 
 def error_log_append(log: str, line: str, *, now: datetime) -> str:
     """Append one attempt's line, keeping the log bounded: the newest lines win."""
     line = " ".join(line.split())[:ERROR_LOG_MAX_LINE_CHARS]
     lines = [*log.splitlines(), f"{now:%Y-%m-%dT%H:%M:%SZ} {line}"]
-    if len(lines) > ERROR_LOG_MAX_LINES:
-        dropped = len(lines) - ERROR_LOG_MAX_LINES + 1
-        lines = [f"({dropped} earlier lines dropped)", *lines[-(ERROR_LOG_MAX_LINES - 1) :]]
+    # The marker line carries the running count of what was dropped before, so it must not count as a line.
+    already = 0
+    marker = _DROPPED_MARKER.fullmatch(lines[0])
+    if marker:
+        already = int(marker.group(1))
+        lines = lines[1:]
+    if len(lines) > ERROR_LOG_MAX_LINES - 1 and (already or len(lines) > ERROR_LOG_MAX_LINES):
+        keep = ERROR_LOG_MAX_LINES - 1
+        already += len(lines) - keep
+        lines = lines[-keep:]
+    if already:
+        lines = [f"({already} earlier lines dropped)", *lines]
     return "\n".join(lines)
+
+
+_DROPPED_MARKER = re.compile(r"\((\d+) earlier lines dropped\)")
 
 
 class WorkerHeartbeat(models.Model):

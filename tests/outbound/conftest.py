@@ -1,0 +1,93 @@
+"""Helpers for the outbound worker tests: PostgreSQL-only marker, inbound messages, Graph answers, runs."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from outbound.models import OutboundJob
+from tests.conftest import GRAPH_MESSAGES_URL, text_payload
+
+_wamids = itertools.count(1)
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """`@pytest.mark.postgres` tests need real row locks and concurrent connections: skip them on SQLite."""
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def graph_ok(wamid: str = "wamid.OUT1", **extra: Any) -> dict[str, Any]:
+    """Meta's success answer to a send (meta-whatsapp-api.md §5.3)."""
+    return {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": "+16505551234", "wa_id": "16505551234"}],
+        "messages": [{"id": wamid, **extra}],
+    }
+
+
+def graph_err(code: int, message: str = "error", *, details: str = "", fbtrace_id: str = "AbCdEf123") -> dict:
+    """Meta's error body (meta-whatsapp-api.md §8.1)."""
+    return {
+        "error": {
+            "message": f"(#{code}) {message}",
+            "type": "OAuthException",
+            "code": code,
+            "error_data": {"messaging_product": "whatsapp", "details": details or message},
+            "fbtrace_id": fbtrace_id,
+        }
+    }
+
+
+@pytest.fixture
+def inbound(webhook):
+    """Deliver one customer text through the real webhook view; returns its job."""
+
+    def deliver(
+        *,
+        body: str = "Hello",
+        at: datetime | None = None,
+        minutes_ago: float = 1,
+        wa_id: str = "16505551234",
+        name: str = "Sheena",
+        wamid: str | None = None,
+    ) -> OutboundJob:
+        wamid = wamid or f"wamid.IN{next(_wamids)}"
+        when = at or timezone.now() - timedelta(minutes=minutes_ago)
+        response = webhook(text_payload(wamid=wamid, wa_id=wa_id, body=body, timestamp=when, name=name))
+        assert response.status_code == 200
+        return OutboundJob.objects.get(inbound_message__wamid=wamid)
+
+    return deliver
+
+
+def run_jobs(*args: str, **options: Any) -> str:
+    """One real `run_outbound_jobs` run; returns what it printed."""
+    out = io.StringIO()
+    options.setdefault("max_runtime", 30)
+    call_command("run_outbound_jobs", *args, stdout=out, stderr=io.StringIO(), **options)
+    return out.getvalue()
+
+
+def make_due(job: OutboundJob) -> None:
+    """Let a retried job's backoff pass without waiting for it."""
+    OutboundJob.objects.filter(pk=job.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+
+
+__all__ = ["GRAPH_MESSAGES_URL", "graph_err", "graph_ok", "is_postgres", "make_due", "run_jobs"]
