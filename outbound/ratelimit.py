@@ -21,9 +21,10 @@ class SendRateLimiter:
     ) -> None:
         if max_per_second <= 0:
             raise ValueError("max_per_second must be positive")
-        # A fractional rate (0.5/s) becomes one send per 2 s window.
+        # A rate under one (0.5/s) becomes one send per 2 s window. Above one, a fraction is rounded down
+        # (2.5/s → 2 per second): shrinking the window instead would let two windows' worth into one second.
         self._capacity = max(1, int(max_per_second))
-        self._window = window * (self._capacity / max_per_second)
+        self._window = window * max(1.0, self._capacity / max_per_second)
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
         self._clock = clock

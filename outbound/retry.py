@@ -24,9 +24,12 @@ class Action(enum.Enum):
 
 # Meta's codes (../shared/meta-whatsapp-api.md §8, DESIGN.md "Graph API error policy"). Unlisted 4xx → FAIL.
 RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131057, 133004})
+# Listed so that they fail whatever HTTP status carries them (Meta: build on the code, not the status).
+FAIL_CODES = frozenset({100, 131008, 131009, 131026, 131051, 132000, 132001, 132015, 132016})
 AUTH_CODES = frozenset({0, 3, 10, 190, 131005}) | frozenset(range(200, 300))
 ACTIONS: dict[int, Action] = {
     **{code: Action.RETRY for code in RETRY_CODES},
+    **{code: Action.FAIL for code in FAIL_CODES},
     **{code: Action.CONFIGURATION for code in AUTH_CODES},
     131056: Action.PAIR_RATE_LIMIT,
     131047: Action.TEMPLATE,
@@ -60,8 +63,9 @@ def backoff_seconds(
     if base <= 0:
         return max(0.0, retry_after or 0.0)
     ceiling = min(cap, base * 2 ** max(attempts - 1, 0))
-    delay = (rng or random).uniform(0, ceiling)
-    return min(cap, max(delay, 1.0, retry_after or 0.0))
+    delay = min(cap, max((rng or random).uniform(0, ceiling), 1.0))
+    # retry-after wins even over the cap: retrying sooner only earns another 429.
+    return max(delay, retry_after or 0.0)
 
 
 def pair_rate_limit_seconds(*, attempts: int, cap: float) -> float:
