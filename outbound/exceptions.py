@@ -50,12 +50,25 @@ class GraphError(OutboundError):
         return " ".join(parts)
 
     @classmethod
-    def from_response(cls, http_status: int, body: Any) -> GraphError:
-        """Parse Meta's `{"error": {...}}` body; anything else is kept as an uncoded error."""
+    def from_response(cls, http_status: int, body: Any, *, secrets: tuple[str, ...] = ()) -> GraphError:
+        """Parse Meta's `{"error": {...}}` body; anything else is kept as an uncoded error.
+
+        Meta sometimes quotes the request back ("Error validating access token EAA..."): every string in
+        `secrets` is blanked out before the text is kept, since it ends up in logs and the error log.
+        """
+
+        def scrub(text: str) -> str:
+            for secret in secrets:
+                if secret:
+                    text = text.replace(secret, "[redacted]")
+            return text
+
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict):
             return cls(
-                http_status=http_status, code=None, message=f"unexpected error body: {str(body)[:200]}"
+                http_status=http_status,
+                code=None,
+                message=f"unexpected error body: {scrub(str(body))[:200]}",
             )
         data = error.get("error_data")
         details = data.get("details", "") if isinstance(data, dict) else str(data or "")
@@ -64,8 +77,8 @@ class GraphError(OutboundError):
         return cls(
             http_status=http_status,
             code=code if isinstance(code, int) else None,
-            message=str(error.get("message") or "")[:300],
-            details=str(details)[:300],
+            message=scrub(str(error.get("message") or ""))[:300],
+            details=scrub(str(details))[:300],
             fbtrace_id=str(error.get("fbtrace_id") or "")[:64],
             error_subcode=subcode if isinstance(subcode, int) else None,
         )

@@ -159,15 +159,20 @@ class WhatsAppClient:
             if isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc):
                 raise GraphConnectError(f"could not connect to the Graph API: {type(exc).__name__}") from exc
             raise GraphResponseLost(f"no answer from the Graph API: {type(exc).__name__}") from exc
-        except requests.RequestException as exc:
+        except _NEVER_SENT as exc:
             raise GraphConnectError(f"Graph API request failed: {type(exc).__name__}") from exc
+        except requests.RequestException as exc:
+            # Anything else (a broken or undecodable answer, say) happened after the request went out.
+            raise GraphResponseLost(f"no usable answer from the Graph API: {type(exc).__name__}") from exc
         try:
             body: Any = response.json()
         except ValueError:
             body = None
         if not response.ok or (isinstance(body, dict) and "error" in body):
             error = GraphError.from_response(
-                response.status_code, body if body is not None else response.text
+                response.status_code,
+                body if body is not None else response.text,
+                secrets=(self._access_token,),
             )
             logger.warning("graph_error method=%s %s", method, error.describe())
             raise error
@@ -177,6 +182,17 @@ class WhatsAppClient:
             "graph_response method=%s status=%s body=%s", method, response.status_code, json.dumps(body)
         )
         return body
+
+
+# Errors requests raises before anything is written to the socket: resending cannot duplicate a message.
+_NEVER_SENT = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+    requests.exceptions.InvalidJSONError,
+)
 
 
 def _is_connect_failure(exc: Exception) -> bool:

@@ -1,0 +1,190 @@
+"""WhatsAppClient against `responses`: request shape, Meta's error body, transport failure classification."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from outbound.exceptions import GraphConnectError, GraphError, GraphResponseLost
+from outbound.whatsapp import Recipient, WhatsAppClient
+from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok
+
+TOKEN = "EAAtestaccesstoken0123456789abcdef"
+TO = Recipient(wa_id="16505551234")
+
+
+@pytest.fixture
+def client() -> WhatsAppClient:
+    return WhatsAppClient(
+        access_token=TOKEN, phone_number_id="106540352242922", base_url="https://graph.test/", timeout=7.5
+    )
+
+
+@pytest.fixture
+def graph():
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+def test_text_request_body_headers_and_timeout(client, graph):
+    call = graph.post(
+        GRAPH_MESSAGES_URL,
+        json=graph_ok("wamid.OUT"),
+        match=[
+            matchers.json_params_matcher(
+                {
+                    "messaging_product": "whatsapp",
+                    "recipient_type": "individual",
+                    "to": "+16505551234",
+                    "type": "text",
+                    "text": {"preview_url": False, "body": "Hi there"},
+                    "biz_opaque_callback_data": "key:text",
+                    "context": {"message_id": "wamid.IN"},
+                }
+            ),
+            matchers.header_matcher({"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}),
+            matchers.request_kwargs_matcher({"timeout": 7.5}),
+        ],
+    )
+    result = client.send_text(to=TO, body="Hi there", reply_to="wamid.IN", callback_data="key:text")
+    assert call.call_count == 1
+    assert result.wa_message_id == "wamid.OUT"
+    assert result.message_status == ""
+    assert result.response["messages"][0]["id"] == "wamid.OUT"
+
+
+def test_text_without_reply_to_has_no_context(client, graph):
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    client.send_text(to=TO, body="x", reply_to=None, callback_data="k:text")
+    assert b"context" not in graph.calls[0].request.body
+
+
+def test_template_request_and_pacing_status(client, graph):
+    graph.post(
+        GRAPH_MESSAGES_URL,
+        json=graph_ok("wamid.T", message_status="held_for_quality_assessment"),
+        match=[
+            matchers.json_params_matcher(
+                {
+                    "messaging_product": "whatsapp",
+                    "recipient_type": "individual",
+                    "to": "+16505551234",
+                    "type": "template",
+                    "template": {
+                        "name": "reply_follow_up",
+                        "language": {"code": "en_US"},
+                        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Sheena"}]}],
+                    },
+                    "biz_opaque_callback_data": "key:template",
+                }
+            )
+        ],
+    )
+    result = client.send_template(
+        to=TO, name="reply_follow_up", language="en_US", body_parameters=["Sheena"], callback_data="key:template"
+    )
+    assert (result.wa_message_id, result.message_status) == ("wamid.T", "held_for_quality_assessment")
+
+
+def test_recipient_by_business_scoped_user_id(client, graph):
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok(), match=[matchers.json_params_matcher({"recipient": "US.123"}, strict_match=False)])
+    client.send_text(to=Recipient(wa_id=None, user_id="US.123"), body="x", reply_to=None, callback_data="k")
+
+
+def test_meta_error_body_is_parsed(client, graph):
+    graph.post(
+        GRAPH_MESSAGES_URL,
+        status=400,
+        json=graph_err(131026, "Message undeliverable", details="not on WhatsApp", fbtrace_id="Az8or2yh"),
+    )
+    with pytest.raises(GraphError) as raised:
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    exc = raised.value
+    assert (exc.http_status, exc.code, exc.details, exc.fbtrace_id) == (400, 131026, "not on WhatsApp", "Az8or2yh")
+    assert "code=131026" in exc.describe()
+    assert "fbtrace_id=Az8or2yh" in exc.describe()
+
+
+def test_error_data_as_a_string_and_a_non_json_error(client, graph):
+    body = graph_err(132001)
+    body["error"]["error_data"] = "template name does not exist"
+    graph.post(GRAPH_MESSAGES_URL, status=404, json=body)
+    graph.post(GRAPH_MESSAGES_URL, status=502, body="<html>Bad gateway</html>")
+    with pytest.raises(GraphError) as first:
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert (first.value.code, first.value.details) == (132001, "template name does not exist")
+    with pytest.raises(GraphError) as second:
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert (second.value.http_status, second.value.code) == (502, None)
+    assert "Bad gateway" in second.value.message
+
+
+def test_error_body_inside_a_200_is_an_error(client, graph):
+    graph.post(GRAPH_MESSAGES_URL, status=200, json=graph_err(131000))
+    with pytest.raises(GraphError) as raised:
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert raised.value.code == 131000
+
+
+def test_200_without_a_message_id_is_a_lost_response_not_a_send(client, graph):
+    graph.post(GRAPH_MESSAGES_URL, json={"messaging_product": "whatsapp", "messages": []})
+    with pytest.raises(GraphResponseLost, match=r"messages\[0\].id"):
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+
+
+def test_200_that_is_not_json_is_a_lost_response(client, graph):
+    graph.post(GRAPH_MESSAGES_URL, status=200, body="ok")
+    with pytest.raises(GraphResponseLost):
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.ConnectTimeout("connect timed out"),
+        requests.ConnectionError(
+            "HTTPSConnectionPool: Max retries exceeded (Caused by NewConnectionError('Failed to establish a new connection: [Errno 111] Connection refused'))"
+        ),
+        requests.exceptions.InvalidURL("bad url"),
+    ],
+)
+def test_failures_before_the_request_left_are_connect_errors(client, graph, error):
+    graph.post(GRAPH_MESSAGES_URL, body=error)
+    with pytest.raises(GraphConnectError):
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        requests.ReadTimeout("read timed out"),
+        requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))"),
+        # Raised while reading the answer's body: the request certainly reached Meta.
+        requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"),
+        requests.exceptions.ContentDecodingError("bad gzip"),
+    ],
+)
+def test_failures_after_the_request_left_are_lost_responses(client, graph, error):
+    graph.post(GRAPH_MESSAGES_URL, body=error)
+    with pytest.raises(GraphResponseLost):
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+
+
+def test_token_echoed_in_an_error_is_never_logged_or_kept(client, graph, caplog):
+    caplog.set_level(logging.DEBUG)
+    graph.post(
+        GRAPH_MESSAGES_URL,
+        status=401,
+        json=graph_err(190, f"Error validating access token {TOKEN} has expired", details=f"token {TOKEN}"),
+    )
+    with pytest.raises(GraphError) as raised:
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert raised.value.code == 190
+    assert TOKEN not in raised.value.describe()
+    assert TOKEN not in str(raised.value)
+    assert "graph_error" in caplog.text
+    assert TOKEN not in caplog.text
