@@ -29,7 +29,8 @@ class FaultPlan:
     error_rate: float = 0.0
     error_status: int = 500
     error_body: dict[str, Any] | None = None
-    scripted: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # (status, body) or (status, body, headers), e.g. a 429 with {"retry-after": "7"}.
+    scripted: list[tuple[Any, ...]] = field(default_factory=list)
     # Close the connection without answering (a lost response) for this many requests, after handling them.
     drop_responses: int = 0
 
@@ -47,6 +48,8 @@ class FakeServer:
         self.plan = plan or FaultPlan()
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
+        # Headers of the scripted answer being written, by handler thread.
+        self.extra_headers: dict[int, dict[str, str]] = {}
         self.rng = random.Random(seed)
         outer = self
 
@@ -66,6 +69,8 @@ class FakeServer:
                     return
                 data = json.dumps(answer).encode()
                 self.send_response(status)
+                for name, value in outer.extra_headers.pop(threading.get_ident(), {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -105,7 +110,9 @@ class FakeServer:
                 self.plan.drop_responses -= 1
                 drop = True
         if scripted is not None:
-            status, answer = scripted
+            status, answer = scripted[0], scripted[1]
+            if len(scripted) > 2:
+                self.extra_headers[threading.get_ident()] = dict(scripted[2])
         elif random_error:
             status, answer = self.plan.error_status, self.plan.error_body or self.default_error()
         else:

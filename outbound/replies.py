@@ -53,20 +53,30 @@ class OpenAIReplyGenerator:
                 messages=messages,  # type: ignore[arg-type]
             )
         except openai.RateLimitError as exc:
-            raise ReplyTransientError(_describe(exc), retry_after=_retry_after(exc)) from exc
+            raise ReplyTransientError(self._describe(exc), retry_after=_retry_after(exc)) from exc
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise ReplyTransientError(f"OpenAI {type(exc).__name__}") from exc
         except openai.APIStatusError as exc:
             if exc.status_code >= 500 or exc.status_code in (408, 409):
-                raise ReplyTransientError(_describe(exc), retry_after=_retry_after(exc)) from exc
-            raise ReplyPermanentError(_describe(exc)) from exc
+                raise ReplyTransientError(self._describe(exc), retry_after=_retry_after(exc)) from exc
+            raise ReplyPermanentError(self._describe(exc)) from exc
         except openai.OpenAIError as exc:
-            raise ReplyTransientError(f"OpenAI {type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise ReplyTransientError(f"OpenAI {type(exc).__name__}: {self._scrub(str(exc))[:200]}") from exc
         choice = completion.choices[0] if completion.choices else None
         text = (choice.message.content or "").strip() if choice is not None else ""
         if not text:
             raise ReplyTransientError("the model returned an empty reply")
         return fit_to_whatsapp(text)
+
+
+    def _describe(self, exc: openai.APIStatusError) -> str:
+        return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"
+
+    def _scrub(self, text: str) -> str:
+        # The provider's error text can quote our key back ("Incorrect API key provided: sk-..."), and it
+        # ends up in logs and the error log.
+        key = self._client.api_key
+        return text.replace(key, "[redacted]") if key else text
 
 
 class OfflineReplyGenerator:
@@ -88,11 +98,6 @@ def fit_to_whatsapp(text: str, limit: int = WHATSAPP_TEXT_LIMIT) -> str:
             cut = cut[: index + (1 if boundary == ". " else 0)]
             break
     return cut.rstrip() + "\u2026"
-
-
-def _describe(exc: openai.APIStatusError) -> str:
-    # The SDK's message carries the provider's error text, never our key.
-    return f"OpenAI http={exc.status_code} {type(exc).__name__}: {str(exc.message)[:200]}"
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
