@@ -1,0 +1,257 @@
+"""The Worker under concurrency and signals: threads and processes on one batch, SIGTERM in --loop.
+
+Process tests run `manage.py run_outbound_jobs` against the real fake servers (bench/fakes.py) and the test
+database; they count accepted sends per job key at the fake Graph. Waits have generous deadlines and are
+never the thing asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import responses
+from django.conf import settings
+from django.db import connection, connections
+from django.utils import timezone
+
+from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
+from outbound.models import OutboundJob
+from outbound.services import outbound_config_from_settings
+from outbound.whatsapp import SendResult
+from outbound.worker import Worker
+from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok
+
+S = OutboundJob.Status
+MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
+
+
+def many_messages_payload(*, count: int, first: int = 0, per_contact: int = 1) -> dict:
+    """One webhook POST carrying `count` text messages from count/per_contact customers."""
+    now = int(timezone.now().timestamp()) - 60
+    contacts, messages = [], []
+    for i in range(first, first + count):
+        wa_id = f"4420{i // per_contact:07d}"
+        contacts.append({"profile": {"name": f"C{i}"}, "wa_id": wa_id})
+        messages.append(
+            {"from": wa_id, "id": f"wamid.BULK{i}", "timestamp": str(now + i % per_contact),
+             "type": "text", "text": {"body": f"message {i}"}}
+        )  # fmt: skip
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "contacts": contacts,
+        "messages": messages,
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
+    }
+
+
+def counting_graph(mock: responses.RequestsMock) -> Counter[str]:
+    """Accept every send and count them per job key (biz_opaque_callback_data)."""
+    import json
+
+    sends: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def accept(request):
+        key = json.loads(request.body)["biz_opaque_callback_data"].split(":")[0]
+        with lock:
+            sends[key] += 1
+            n = sum(sends.values())
+        return 200, {}, json.dumps(graph_ok(f"wamid.OUT{n}"))
+
+    mock.add_callback(responses.POST, GRAPH_MESSAGES_URL, callback=accept)
+    return sends
+
+
+def subprocess_env(graph: FakeGraph, openai: FakeOpenAI) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        TEST_WHATSAPP_GRAPH_URL=graph.url,
+        TEST_OPENAI_BASE_URL=f"{openai.url}/v1",
+        TEST_DATABASE_NAME=str(connection.settings_dict["NAME"]),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def wait_until(predicate, *, deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("gave up waiting")
+        time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+@pytest.mark.django_db
+def test_one_crashing_job_does_not_stop_the_run(inbound, graph, fake_openai):
+    broken = inbound(wa_id="15552000001")
+    fine = inbound(wa_id="15552000002")
+    config = outbound_config_from_settings()
+    real = config.sender
+
+    class Flaky:
+        def send_text(self, *, to, body, reply_to, callback_data) -> SendResult:
+            if to.wa_id == broken.contact.wa_id:
+                raise RuntimeError("sender bug")
+            return real.send_text(to=to, body=body, reply_to=reply_to, callback_data=callback_data)
+
+        send_template = real.send_template
+
+    config.sender = Flaky()
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    summary = Worker(config=config, stale_seconds=300, max_runtime=30).run()
+    assert summary.claimed == 2
+    assert OutboundJob.objects.get(pk=fine.pk).status == S.SENT
+    row = OutboundJob.objects.get(pk=broken.pk)
+    assert "RuntimeError: sender bug" in row.error_log
+    # It crashed after the send had started: never blindly repeated.
+    assert row.send_started_at is not None
+    assert row.status == S.READY_TO_SEND
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_four_worker_threads_send_every_job_exactly_once(webhook, fake_openai):
+    assert webhook(many_messages_payload(count=200)).status_code == 200
+    assert OutboundJob.objects.filter(status=S.PENDING).count() == 200
+    errors: list[BaseException] = []
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        sends = counting_graph(mock)
+
+        def work() -> None:
+            try:
+                Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=120).run()
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert OutboundJob.objects.filter(status=S.SENT).count() == 200
+    keys = {str(k) for k in OutboundJob.objects.values_list("key", flat=True)}
+    assert set(sends) == keys
+    assert set(sends.values()) == {1}
+    assert len(fake_openai.requests) == 200
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_threads_on_bursts_fold_without_deadlocks(webhook, fake_openai):
+    # 40 customers with 3 messages each: the claimers fold and lock the same contacts' rows concurrently.
+    assert webhook(many_messages_payload(count=120, per_contact=3)).status_code == 200
+    errors: list[BaseException] = []
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        sends = counting_graph(mock)
+
+        def work() -> None:
+            try:
+                Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=120).run()
+            except BaseException as exc:
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert OutboundJob.objects.filter(status=S.SENT).count() == 40
+    assert OutboundJob.objects.filter(status=S.SUPERSEDED).count() == 80
+    assert sum(sends.values()) == 40
+    assert set(sends.values()) == {1}
+    # The one reply per customer answers the newest message.
+    for job in OutboundJob.objects.filter(status=S.SENT).select_related("inbound_message"):
+        assert int(job.inbound_message.wamid.removeprefix("wamid.BULK")) % 3 == 2
+
+
+# ------------------------------------------------------------------------------------------------ processes
+@pytest.fixture
+def fake_servers():
+    graph = FakeGraph(plan=FaultPlan()).start()
+    openai = FakeOpenAI(plan=FaultPlan()).start()
+    yield graph, openai
+    graph.stop()
+    openai.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_three_worker_processes_send_every_job_exactly_once(webhook, fake_servers):
+    graph, openai = fake_servers
+    assert webhook(many_messages_payload(count=300)).status_code == 200
+    env = subprocess_env(graph, openai)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(MANAGE), "run_outbound_jobs", "--concurrency", "4", "--max-runtime", "120"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+        assert "run_outbound_jobs claimed=" in out
+    assert OutboundJob.objects.filter(status=S.SENT).count() == 300
+    sends = graph.sends_per_job()
+    assert set(sends) == {str(k) for k in OutboundJob.objects.values_list("key", flat=True)}
+    assert set(sends.values()) == {1}
+    claimed = [int(out.split("claimed=")[1].split()[0]) for out, _ in outputs]
+    assert sum(claimed) == 300
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm_in_loop_finishes_the_jobs_in_flight_and_exits_zero(webhook, fake_servers):
+    graph, openai = fake_servers
+    openai.plan.latency = 0.5
+    assert webhook(many_messages_payload(count=6)).status_code == 200
+    worker = subprocess.Popen(
+        [sys.executable, str(MANAGE), "run_outbound_jobs", "--loop", "--idle-sleep", "0.2", "--concurrency", "2"],
+        env=subprocess_env(graph, openai),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: len(openai.requests) >= 1 or worker.poll() is not None)
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err
+    assert "SIGTERM" in err
+    assert "run_outbound_jobs claimed=" in out
+    # Whatever was taken before the signal was finished: nothing is left holding a claim.
+    assert OutboundJob.objects.filter(claim_token__isnull=False).count() == 0
+    sent = OutboundJob.objects.filter(status=S.SENT).count()
+    assert sent >= 1
+    assert sent + OutboundJob.objects.filter(status=S.PENDING).count() == 6
+    assert len(graph.accepted()) == sent
+    assert settings.OUTBOUND_STALE_SECONDS > 0
