@@ -68,7 +68,6 @@ class OpenAIReplyGenerator:
             raise ReplyTransientError("the model returned an empty reply")
         return fit_to_whatsapp(text)
 
-
     def _describe(self, exc: openai.APIStatusError) -> str:
         return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"
 

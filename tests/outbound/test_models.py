@@ -25,7 +25,9 @@ _seq = iter(range(1, 10_000))
 
 def make_job(status: str = S.PENDING, **fields) -> OutboundJob:
     n = next(_seq)
-    contact = Contact.objects.create(wa_id=f"1555000{n:04d}", profile_name="Ana", last_inbound_at=timezone.now())
+    contact = Contact.objects.create(
+        wa_id=f"1555000{n:04d}", profile_name="Ana", last_inbound_at=timezone.now()
+    )
     message = InboundMessage.objects.create(
         wamid=f"wamid.M{n}", contact=contact, type="text", text="hi", needs_reply=True,
         timestamp=timezone.now(), raw={},

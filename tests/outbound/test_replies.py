@@ -8,10 +8,20 @@ import pytest
 
 from bench.fakes import FakeOpenAI, FaultPlan
 from outbound.exceptions import ReplyPermanentError, ReplyTransientError
-from outbound.replies import WHATSAPP_TEXT_LIMIT, OfflineReplyGenerator, OpenAIReplyGenerator, Turn, fit_to_whatsapp
+from outbound.replies import (
+    WHATSAPP_TEXT_LIMIT,
+    OfflineReplyGenerator,
+    OpenAIReplyGenerator,
+    Turn,
+    fit_to_whatsapp,
+)
 
 KEY = "sk-test-openai-key-0123456789"
-CONVERSATION = [Turn("user", "Do you have it in blue?"), Turn("assistant", "Yes."), Turn("user", "And green?")]
+CONVERSATION = [
+    Turn("user", "Do you have it in blue?"),
+    Turn("assistant", "Yes."),
+    Turn("user", "And green?"),
+]
 
 
 @pytest.fixture
@@ -56,9 +66,17 @@ def test_request_carries_the_system_prompt_and_the_conversation(server):
         (503, openai_error("overloaded", "server_error"), ReplyTransientError),
         (429, openai_error("Rate limit reached", "requests"), ReplyTransientError),
         (408, openai_error("timeout", "timeout"), ReplyTransientError),
-        (401, openai_error(f"Incorrect API key provided: {KEY}.", "invalid_request_error", "invalid_api_key"), ReplyPermanentError),
+        (
+            401,
+            openai_error(f"Incorrect API key provided: {KEY}.", "invalid_request_error", "invalid_api_key"),
+            ReplyPermanentError,
+        ),
         (400, openai_error("Invalid 'messages'", "invalid_request_error"), ReplyPermanentError),
-        (404, openai_error("The model `gpt-test` does not exist", "invalid_request_error", "model_not_found"), ReplyPermanentError),
+        (
+            404,
+            openai_error("The model `gpt-test` does not exist", "invalid_request_error", "model_not_found"),
+            ReplyPermanentError,
+        ),
     ],
 )
 def test_errors_are_mapped_and_sent_exactly_once(server, status, body, error):
@@ -109,7 +127,14 @@ def test_a_long_reply_is_fitted(server):
 def test_the_key_never_reaches_the_error_or_the_logs(server, caplog):
     caplog.set_level(logging.DEBUG)
     server.plan.scripted = [
-        (401, openai_error(f"Incorrect API key provided: {KEY}. You can find your API key at ...", "invalid_request_error", "invalid_api_key"))
+        (
+            401,
+            openai_error(
+                f"Incorrect API key provided: {KEY}. You can find your API key at ...",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+        )
     ]
     with pytest.raises(ReplyPermanentError) as raised:
         generator(server).generate(system_prompt="s", conversation=CONVERSATION)

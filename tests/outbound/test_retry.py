@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outbound.exceptions import GraphError
-from outbound.retry import Action, backoff_seconds, graph_error_action, next_attempt_at, pair_rate_limit_seconds
+from outbound.retry import (
+    Action,
+    backoff_seconds,
+    graph_error_action,
+    next_attempt_at,
+    pair_rate_limit_seconds,
+)
 
 
 def error(code: int | None, http_status: int = 400) -> GraphError:

@@ -61,7 +61,10 @@ def test_inside_the_window_a_text_reply_quotes_the_message(inbound, graph, fake_
     assert body["text"]["body"] == fake_openai.reply
     assert body["context"] == {"message_id": "wamid.Q1"}
     assert body["biz_opaque_callback_data"] == f"{job.key}:text"
-    assert fake_openai.requests[0]["body"]["messages"][-1] == {"role": "user", "content": "Do you have it in blue?"}
+    assert fake_openai.requests[0]["body"]["messages"][-1] == {
+        "role": "user",
+        "content": "Do you have it in blue?",
+    }
 
 
 def test_outside_the_window_the_template_goes_with_the_name_and_no_model_call(inbound, graph, fake_openai):
@@ -96,7 +99,9 @@ def test_outside_the_window_the_template_goes_with_the_name_and_no_model_call(in
     assert fake_openai.requests == []
 
 
-def test_outside_the_window_without_a_template_fails_naming_the_setting(inbound, graph, fake_openai, settings):
+def test_outside_the_window_without_a_template_fails_naming_the_setting(
+    inbound, graph, fake_openai, settings
+):
     settings.WHATSAPP_TEMPLATE_NAME = ""
     job = inbound(minutes_ago=60 * 30)
     run_jobs()
@@ -154,7 +159,11 @@ def test_a_failed_131047_status_for_a_sent_text_sends_the_template_next_run_once
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.TEMPLATE"))
     out = run_jobs()
     job = fresh(job)
-    assert (job.status, job.send_as, job.wa_message_id) == (S.SENT, OutboundJob.SendAs.TEMPLATE, "wamid.TEMPLATE")
+    assert (job.status, job.send_as, job.wa_message_id) == (
+        S.SENT,
+        OutboundJob.SendAs.TEMPLATE,
+        "wamid.TEMPLATE",
+    )
     assert [body["type"] for body in sent_bodies(graph)] == ["text", "template"]
     assert sent_bodies(graph)[1]["biz_opaque_callback_data"] == f"{job.key}:template"
     assert "recovered=1" in out
@@ -241,7 +250,9 @@ def test_190_keeps_the_job_refunds_the_attempt_and_stops_loudly(inbound, graph, 
     first = inbound(wa_id="16505550001")
     second = inbound(wa_id="16505550002")
     graph.post(
-        GRAPH_MESSAGES_URL, status=401, json=graph_err(190, "Error validating access token: Session has expired")
+        GRAPH_MESSAGES_URL,
+        status=401,
+        json=graph_err(190, "Error validating access token: Session has expired"),
     )
     with pytest.raises(CommandError, match="WHATSAPP_ACCESS_TOKEN") as raised:
         run_jobs()
@@ -298,7 +309,9 @@ def test_openai_auth_and_request_errors_fail_with_the_reason(inbound, graph, fak
 
 
 def test_openai_429_is_retried_no_sooner_than_retry_after(inbound, graph, fake_openai):
-    fake_openai.plan.scripted = [(429, openai_error("Rate limit reached", "requests"), {"retry-after": "120"})]
+    fake_openai.plan.scripted = [
+        (429, openai_error("Rate limit reached", "requests"), {"retry-after": "120"})
+    ]
     job = inbound()
     before = timezone.now()
     run_jobs()
@@ -349,7 +362,9 @@ def test_stale_generating_is_released_and_generated_again(inbound, graph, fake_o
 def test_stale_ready_to_send_is_sent_with_the_same_content_and_no_new_generation(inbound, graph, fake_openai):
     job = inbound()
     [claimed] = outbound_jobs_claim(limit=1, worker_id="dead-worker")
-    claimed.mark_generated(token=claimed.claim_token, content="The stored reply.", send_as=OutboundJob.SendAs.TEXT)
+    claimed.mark_generated(
+        token=claimed.claim_token, content="The stored reply.", send_as=OutboundJob.SendAs.TEXT
+    )
     go_stale(job)
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.AFTER"))
     run_jobs()
@@ -391,7 +406,10 @@ def test_a_lost_send_response_is_never_resent_and_is_settled_by_the_status_webho
     run_jobs()
     assert len(graph.calls) == 1, "a send that may have reached Meta is never repeated"
     sent = status_payload(
-        wamid="wamid.LOST", status="sent", timestamp=int(timezone.now().timestamp()), callback_data=f"{job.key}:text"
+        wamid="wamid.LOST",
+        status="sent",
+        timestamp=int(timezone.now().timestamp()),
+        callback_data=f"{job.key}:text",
     )
     assert webhook(sent).status_code == 200
     row = fresh(job)
@@ -443,13 +461,19 @@ def test_the_conversation_includes_earlier_replies_as_assistant(inbound, graph, 
 
 
 # ------------------------------------------------------------------------------------------------ secrets
-def test_secrets_echoed_back_never_reach_the_error_log_logs_or_output(inbound, graph, fake_openai, caplog, settings):
+def test_secrets_echoed_back_never_reach_the_error_log_logs_or_output(
+    inbound, graph, fake_openai, caplog, settings
+):
     caplog.set_level(logging.DEBUG)
-    fake_openai.plan.scripted = [(401, openai_error(f"Incorrect API key provided: {OPENAI_KEY}. Find yours at ..."))]
+    fake_openai.plan.scripted = [
+        (401, openai_error(f"Incorrect API key provided: {OPENAI_KEY}. Find yours at ..."))
+    ]
     first = inbound(wa_id="16505550001")
     run_jobs("-v", "3")
     second = inbound(wa_id="16505550002", minutes_ago=60 * 30)
-    graph.post(GRAPH_MESSAGES_URL, status=400, json=graph_err(131009, f"Parameter invalid near access_token={TOKEN}"))
+    graph.post(
+        GRAPH_MESSAGES_URL, status=400, json=graph_err(131009, f"Parameter invalid near access_token={TOKEN}")
+    )
     third = inbound(wa_id="16505550003", minutes_ago=60 * 30)
     graph.post(GRAPH_MESSAGES_URL, status=401, json=graph_err(190, f"Invalid OAuth access token - {TOKEN}"))
     with pytest.raises(CommandError) as raised:

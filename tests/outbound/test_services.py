@@ -77,7 +77,12 @@ def test_a_worker_whose_claim_was_taken_over_cannot_write(inbound, graph, fake_o
     result = outbound_job_process(job=dead, config=config)
     assert result.outcome == Outcome.LOST
     row = fresh(job)
-    assert (row.status, row.claim_token, row.claimed_by, row.content) == (S.GENERATING, alive.claim_token, "alive", "")
+    assert (row.status, row.claim_token, row.claimed_by, row.content) == (
+        S.GENERATING,
+        alive.claim_token,
+        "alive",
+        "",
+    )
     assert len(graph.calls) == 0
     # The live claim proceeds normally.
     assert outbound_job_process(job=alive, config=config).outcome == Outcome.SENT
@@ -127,9 +132,15 @@ def test_a_status_for_another_send_of_the_job_does_not_settle_it(inbound, graph,
     [claimed] = outbound_jobs_claim(limit=1, worker_id="w")
     claimed.mark_generated(token=claimed.claim_token, content="r", send_as=OutboundJob.SendAs.TEXT)
     claimed.mark_send_started(token=claimed.claim_token, send_as=OutboundJob.SendAs.TEMPLATE)
-    webhook(status_payload(wamid="wamid.X", status="sent", timestamp=1_800_000_000, callback_data=f"{job.key}:text"))
+    webhook(
+        status_payload(
+            wamid="wamid.X", status="sent", timestamp=1_800_000_000, callback_data=f"{job.key}:text"
+        )
+    )
     assert fresh(job).status == S.READY_TO_SEND
-    webhook(status_payload(wamid="wamid.Y", status="sent", timestamp=1_800_000_000, callback_data="not-a-key"))
+    webhook(
+        status_payload(wamid="wamid.Y", status="sent", timestamp=1_800_000_000, callback_data="not-a-key")
+    )
     assert fresh(job).status == S.READY_TO_SEND
 
 
@@ -147,7 +158,9 @@ def test_conversation_ends_on_the_customer_and_skips_templates(inbound):
 def test_window_margin():
     now = timezone.now()
     assert is_window_open(last_inbound_at=now - timedelta(hours=23), now=now, margin_seconds=300)
-    assert not is_window_open(last_inbound_at=now - timedelta(hours=23, minutes=56), now=now, margin_seconds=300)
+    assert not is_window_open(
+        last_inbound_at=now - timedelta(hours=23, minutes=56), now=now, margin_seconds=300
+    )
     assert not is_window_open(last_inbound_at=None, now=now)
 
 

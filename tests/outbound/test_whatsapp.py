@@ -85,13 +85,21 @@ def test_template_request_and_pacing_status(client, graph):
         ],
     )
     result = client.send_template(
-        to=TO, name="reply_follow_up", language="en_US", body_parameters=["Sheena"], callback_data="key:template"
+        to=TO,
+        name="reply_follow_up",
+        language="en_US",
+        body_parameters=["Sheena"],
+        callback_data="key:template",
     )
     assert (result.wa_message_id, result.message_status) == ("wamid.T", "held_for_quality_assessment")
 
 
 def test_recipient_by_business_scoped_user_id(client, graph):
-    graph.post(GRAPH_MESSAGES_URL, json=graph_ok(), match=[matchers.json_params_matcher({"recipient": "US.123"}, strict_match=False)])
+    graph.post(
+        GRAPH_MESSAGES_URL,
+        json=graph_ok(),
+        match=[matchers.json_params_matcher({"recipient": "US.123"}, strict_match=False)],
+    )
     client.send_text(to=Recipient(wa_id=None, user_id="US.123"), body="x", reply_to=None, callback_data="k")
 
 
@@ -104,7 +112,12 @@ def test_meta_error_body_is_parsed(client, graph):
     with pytest.raises(GraphError) as raised:
         client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
     exc = raised.value
-    assert (exc.http_status, exc.code, exc.details, exc.fbtrace_id) == (400, 131026, "not on WhatsApp", "Az8or2yh")
+    assert (exc.http_status, exc.code, exc.details, exc.fbtrace_id) == (
+        400,
+        131026,
+        "not on WhatsApp",
+        "Az8or2yh",
+    )
     assert "code=131026" in exc.describe()
     assert "fbtrace_id=Az8or2yh" in exc.describe()
 
@@ -162,7 +175,9 @@ def test_failures_before_the_request_left_are_connect_errors(client, graph, erro
     "error",
     [
         requests.ReadTimeout("read timed out"),
-        requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))"),
+        requests.ConnectionError(
+            "('Connection aborted.', RemoteDisconnected('Remote end closed connection'))"
+        ),
         # Raised while reading the answer's body: the request certainly reached Meta.
         requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"),
         requests.exceptions.ContentDecodingError("bad gzip"),

@@ -231,7 +231,16 @@ def test_sigterm_in_loop_finishes_the_jobs_in_flight_and_exits_zero(webhook, fak
     openai.plan.latency = 0.5
     assert webhook(many_messages_payload(count=6)).status_code == 200
     worker = subprocess.Popen(
-        [sys.executable, str(MANAGE), "run_outbound_jobs", "--loop", "--idle-sleep", "0.2", "--concurrency", "2"],
+        [
+            sys.executable,
+            str(MANAGE),
+            "run_outbound_jobs",
+            "--loop",
+            "--idle-sleep",
+            "0.2",
+            "--concurrency",
+            "2",
+        ],
         env=subprocess_env(graph, openai),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
