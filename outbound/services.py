@@ -547,10 +547,15 @@ def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
     turns += [(ts, 1, Turn("assistant", text)) for ts, text in outbound if ts is not None]
     turns.sort(key=lambda item: (item[0], item[1]))
     selected = [turn for _, _, turn in turns][-limit:]
-    # The model must answer the customer, so the conversation ends on their side.
+    # The model must answer the customer, so the conversation ends on their side. A reply of ours sent after
+    # the answered message arrived (it answered an earlier one) still belongs in the context: it goes just
+    # before the answered message, so the model knows what it already said.
+    late_replies: list[Turn] = []
     while selected and selected[-1].role != "user":
-        selected.pop()
-    return selected
+        late_replies.insert(0, selected.pop())
+    if selected and late_replies:
+        selected[-1:-1] = late_replies
+    return selected[-limit:]
 
 
 # ---------------------------------------------------------------------------------------------- statuses

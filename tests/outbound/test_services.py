@@ -155,6 +155,20 @@ def test_conversation_ends_on_the_customer_and_skips_templates(inbound):
     assert [(t.role, t.text) for t in turns] == [("user", "one"), ("user", "two")]
 
 
+def test_conversation_keeps_a_reply_sent_after_the_answered_message_arrived(inbound):
+    # The customer wrote twice; our reply to the first went out after the second arrived.
+    now = timezone.now()
+    first = inbound(body="one", at=now - timedelta(minutes=5))
+    second = inbound(body="two", at=now - timedelta(minutes=4))
+    OutboundJob.objects.filter(pk=first.pk).update(status=S.SENT, content="answer to one", sent_at=now)
+    turns = conversation_for(job=second, limit=20)
+    assert [(t.role, t.text) for t in turns] == [
+        ("user", "one"),
+        ("assistant", "answer to one"),
+        ("user", "two"),
+    ]
+
+
 def test_window_margin():
     now = timezone.now()
     assert is_window_open(last_inbound_at=now - timedelta(hours=23), now=now, margin_seconds=300)
