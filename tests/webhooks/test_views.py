@@ -299,6 +299,41 @@ def test_sender_known_only_by_user_id(webhook):
 
 
 @pytest.mark.django_db
+def test_phone_number_learned_later_fills_the_username_contact(webhook):
+    message = {
+        "from_user_id": "US.9",
+        "id": "wamid.U1",
+        "timestamp": str(T0),
+        "type": "text",
+        "text": {"body": "a"},
+    }
+    webhook(batch_payload([message], contacts=[{"profile": {"name": "Kim"}, "user_id": "US.9"}]))
+    later = batch_payload(
+        [text_message(wamid="wamid.U2", wa_id="4915100000", timestamp=T0 + 5)],
+        contacts=[{"profile": {"name": "Kim"}, "wa_id": "4915100000", "user_id": "US.9"}],
+    )
+    assert webhook(later).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.wa_id, contact.user_id, contact.last_inbound_at) == ("4915100000", "US.9", at(T0 + 5))
+    assert set(contact.inbound_messages.values_list("wamid", flat=True)) == {"wamid.U1", "wamid.U2"}
+
+
+@pytest.mark.django_db
+def test_one_person_by_number_and_by_user_id_in_one_post_is_one_contact_with_the_newest_time(webhook):
+    by_number = text_message(wamid="wamid.P1", wa_id="4915100000", timestamp=T0)
+    by_user_id = {"from_user_id": "US.9", "id": "wamid.P2", "timestamp": str(T0 + 100), "type": "text"}
+    payload = batch_payload(
+        [by_number, by_user_id],
+        contacts=[{"profile": {"name": "Kim"}, "wa_id": "4915100000", "user_id": "US.9"}],
+    )
+    assert webhook(payload).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.wa_id, contact.user_id) == ("4915100000", "US.9")
+    assert contact.last_inbound_at == at(T0 + 100)
+    assert OutboundJob.objects.filter(contact=contact).count() == 2
+
+
+@pytest.mark.django_db
 def test_last_inbound_at_moves_forward(webhook):
     webhook(text_payload(wamid="wamid.1", timestamp=T0, name="Old name"))
     webhook(text_payload(wamid="wamid.2", timestamp=T0 + 60, name="New name"))
