@@ -42,7 +42,7 @@ def test_racing_redeliveries_store_once():
         [text_message(wamid=f"wamid.R{i}", wa_id=f"3900000{i:03d}", timestamp=T0 + i) for i in range(30)]
     )
     barrier = threading.Barrier(4)
-    statuses: list[int] = []
+    statuses = []
 
     def deliver() -> None:
         try:

@@ -888,7 +888,7 @@ def test_other_well_signed_shapes_are_200_and_logged(webhook, webhook_log, no_ne
 @pytest.mark.django_db
 def test_malformed_message_does_not_stop_the_good_ones_around_it(webhook, webhook_log):
     good = [text_message(wamid=f"wamid.G{i}", wa_id=f"100{i}", timestamp=T0 + i) for i in range(4)]
-    bad: list[Any] = [
+    bad = [
         {"from": "2001", "timestamp": str(T0), "type": "text", "text": {"body": "no id"}},
         {"id": "wamid.X1", "timestamp": str(T0), "type": "text"},
         {"id": "wamid.X2", "from": "2002", "timestamp": "soon", "type": "text"},
