@@ -7,6 +7,7 @@ Shapes: ../shared/meta-whatsapp-api.md §3.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ NEEDS_REPLY: dict[str, bool] = {
 # Ranks for "never move a delivery status backwards"; `played` (a voice note was played) counts as read.
 DELIVERY_STATUSES = ("sent", "delivered", "read", "failed")
 STATUS_ALIASES = {"played": "read"}
+
+# Column sizes (webhooks.models, outbound.models): a longer value would fail the whole POST's insert.
+WA_ID_MAX_LENGTH = 32
+ID_MAX_LENGTH = 256
+USER_ID_MAX_LENGTH = 160
+ERROR_CODE_RANGE = range(-(2**31), 2**31)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,26 @@ class ParsedWebhook:
     skipped: list[str] = field(default_factory=list)
 
 
+def load_payload(body: bytes) -> Any:
+    """Decode a webhook body; raise ValueError when it is not JSON."""
+    try:
+        payload = json.loads(body)
+        # PostgreSQL's text and jsonb cannot hold U+0000: storing it would fail the POST on every redelivery.
+        return _replace_nul(payload) if b"\\u0000" in body else payload
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def _replace_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_replace_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_nul(key): _replace_nul(item) for key, item in value.items()}
+    return value
+
+
 def parse_webhook(payload: Any) -> ParsedWebhook:
     """Walk every entry, change, message and status of a webhook payload."""
     result = ParsedWebhook()
@@ -85,7 +112,9 @@ def parse_webhook(payload: Any) -> ParsedWebhook:
         result.skipped.append(f"payload is {type(payload).__name__}, not an object")
         return result
     if payload.get("object") != "whatsapp_business_account":
+        # Another product's webhook (page, instagram, ...): not ours to store.
         result.skipped.append(f"object={payload.get('object')!r}")
+        return result
     for entry in _dicts(payload.get("entry"), "entry", result):
         for change in _dicts(entry.get("changes"), "changes", result):
             value = change.get("value")
@@ -142,9 +171,9 @@ def _contact_profiles(contacts: Any) -> dict[str, tuple[str | None, str]]:
             continue
         profile = contact.get("profile")
         name = profile.get("name") if isinstance(profile, dict) else None
-        user_id = _optional_str(contact.get("user_id"))
+        user_id = _optional_str(contact.get("user_id"), USER_ID_MAX_LENGTH)
         info = (user_id, name if isinstance(name, str) else "")
-        for key in (_optional_str(contact.get("wa_id")), user_id):
+        for key in (_optional_str(contact.get("wa_id"), WA_ID_MAX_LENGTH), user_id):
             if key:
                 profiles[key] = info
     return profiles
@@ -152,8 +181,11 @@ def _contact_profiles(contacts: Any) -> dict[str, tuple[str | None, str]]:
 
 def _parse_message(raw: dict[str, Any], profiles: dict[str, tuple[str | None, str]]) -> ParsedMessage:
     wamid = _required_str(raw, "id")
-    wa_id = _optional_str(raw.get("from"))
-    user_id = _optional_str(raw.get("from_user_id"))
+    sender = raw.get("from")
+    wa_id = _optional_str(sender, WA_ID_MAX_LENGTH)
+    if isinstance(sender, str) and len(sender) > WA_ID_MAX_LENGTH:
+        raise ValueError(f"'from' is not a WhatsApp number of at most {WA_ID_MAX_LENGTH} characters")
+    user_id = _optional_str(raw.get("from_user_id"), USER_ID_MAX_LENGTH)
     if not wa_id and not user_id:
         raise ValueError("no sender: neither 'from' nor 'from_user_id'")
     profile_user_id, profile_name = profiles.get(wa_id or "", profiles.get(user_id or "", (None, "")))
@@ -178,13 +210,14 @@ def _parse_status(raw: dict[str, Any]) -> ParsedStatus:
     status = STATUS_ALIASES.get(status, status)
     if status not in DELIVERY_STATUSES:
         raise ValueError(f"unknown status {status!r}")
+    raw_errors = raw.get("errors")
     errors = tuple(
         StatusError(
-            code=error["code"] if isinstance(error.get("code"), int) else None,
+            code=_error_code(error.get("code")),
             title=str(error.get("title") or error.get("message") or "")[:500],
             details=str(_error_details(error))[:1000],
         )
-        for error in raw.get("errors") or []
+        for error in (raw_errors if isinstance(raw_errors, list) else [])
         if isinstance(error, dict)
     )
     return ParsedStatus(
@@ -195,6 +228,12 @@ def _parse_status(raw: dict[str, Any]) -> ParsedStatus:
         callback_data=str(raw.get("biz_opaque_callback_data") or ""),
         errors=errors,
     )
+
+
+def _error_code(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value in ERROR_CODE_RANGE:
+        return value
+    return None
 
 
 def _error_details(error: dict[str, Any]) -> str:
@@ -211,20 +250,23 @@ def parse_timestamp(value: Any) -> datetime:
     seconds = int(value)
     if seconds <= 0:
         raise ValueError(f"timestamp {value!r} is not positive")
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError) as exc:  # OSError: beyond the platform's time_t
+        raise ValueError(f"timestamp {value!r} is out of range") from exc
 
 
 def _required_str(raw: dict[str, Any], key: str) -> str:
     value = raw.get(key)
     if not isinstance(value, str) or not value:
         raise ValueError(f"{key!r} missing or not a string")
-    if len(value) > 256:
-        raise ValueError(f"{key!r} longer than 256 characters")
+    if len(value) > ID_MAX_LENGTH:
+        raise ValueError(f"{key!r} longer than {ID_MAX_LENGTH} characters")
     return value
 
 
-def _optional_str(value: Any) -> str | None:
-    if isinstance(value, str) and value and len(value) <= 160:
+def _optional_str(value: Any, max_length: int) -> str | None:
+    if isinstance(value, str) and value and len(value) <= max_length:
         return value
     return None
 
@@ -247,11 +289,17 @@ def describe_message(message_type: str, raw: dict[str, Any]) -> str:
     return describe(raw).strip()
 
 
+_MEDIA_NAMES = {"image": "an image", "audio": "an audio message", "video": "a video", "sticker": "a sticker"}
+
+
 def _media(kind: str) -> Callable[[dict[str, Any]], str]:
     def describe(raw: dict[str, Any]) -> str:
         caption = _field(raw, kind, "caption")
+        filename = _field(raw, kind, "filename")
         voice = kind == "audio" and _field(raw, "audio", "voice") == "True"
-        what = "a voice message" if voice else f"a {kind}"
+        what = "a voice message" if voice else _MEDIA_NAMES.get(kind, f"a {kind}")
+        if filename:
+            what = f"{what} ({filename})"
         text = f"[The customer sent {what}, which this service cannot open.]"
         return f"{text} Caption: {caption}" if caption else text
 
@@ -276,8 +324,11 @@ def _location(raw: dict[str, Any]) -> str:
 
 
 def _contacts(raw: dict[str, Any]) -> str:
+    cards = raw.get("contacts")
     names = [
-        _field(card, "name", "formatted_name") for card in raw.get("contacts") or [] if isinstance(card, dict)
+        _field(card, "name", "formatted_name")
+        for card in (cards if isinstance(cards, list) else [])
+        if isinstance(card, dict)
     ]
     return f"[The customer shared contact cards: {', '.join(n for n in names if n) or 'unnamed'}.]"
 

@@ -54,38 +54,53 @@ def _upsert_contacts(messages: list[ParsedMessage]) -> dict[str, Contact]:
         if key not in newest or message.timestamp >= newest[key].timestamp:
             newest[key] = message
     now = timezone.now()
+    # Sorted, so that two POSTs racing over the same contacts lock their rows in the same order.
     Contact.objects.bulk_create(
         [
             Contact(
                 wa_id=m.wa_id, user_id=m.user_id, profile_name=m.profile_name, last_inbound_at=m.timestamp
             )
-            for m in newest.values()
+            for _, m in sorted(newest.items())
         ],
         ignore_conflicts=True,
     )
     wa_ids = {m.wa_id for m in newest.values() if m.wa_id}
     user_ids = {m.user_id for m in newest.values() if m.user_id}
-    found = list(Contact.objects.filter(Q(wa_id__in=wa_ids) | Q(user_id__in=user_ids)))
+    found = list(Contact.objects.filter(Q(wa_id__in=wa_ids) | Q(user_id__in=user_ids)).order_by("pk"))
+    by_pk = {c.pk: c for c in found}
     by_wa_id = {c.wa_id: c for c in found if c.wa_id}
     by_user_id = {c.user_id: c for c in found if c.user_id}
     contacts: dict[str, Contact] = {}
-    updates: list[Contact] = []
+    # One person can arrive under two keys in one POST (by number, and by user id alone): one update each.
+    groups: dict[int, list[ParsedMessage]] = {}
     for key, message in newest.items():
         contact = by_wa_id.get(message.wa_id or "") or by_user_id.get(message.user_id or "")
         if contact is None:  # cannot happen after the insert above; never lose the POST over it
             raise LookupError(f"contact {key} missing after insert")
         contacts[key] = contact
-        update = Contact(
-            pk=contact.pk, profile_name=message.profile_name or contact.profile_name, updated_at=now
-        )
-        update.last_inbound_at = _latest(message.timestamp)
-        # Learn the business-scoped id once, unless another contact already holds it.
-        update.user_id = contact.user_id or (message.user_id if message.user_id not in by_user_id else None)
+        groups.setdefault(contact.pk, []).append(message)
+    updates: list[Contact] = []
+    for pk, group in sorted(groups.items()):
+        contact = by_pk[pk]
+        latest = max(group, key=lambda m: m.timestamp)
+        update = Contact(pk=pk, profile_name=latest.profile_name or contact.profile_name, updated_at=now)
+        update.last_inbound_at = _latest(latest.timestamp)
+        # Learn the number or the business-scoped id once, unless another contact already holds it.
+        update.wa_id = contact.wa_id or _unclaimed([m.wa_id for m in group], by_wa_id)
+        update.user_id = contact.user_id or _unclaimed([m.user_id for m in group], by_user_id)
+        if update.wa_id:
+            by_wa_id[update.wa_id] = contact
         if update.user_id:
             by_user_id[update.user_id] = contact
         updates.append(update)
-    Contact.objects.bulk_update(updates, ["profile_name", "last_inbound_at", "user_id", "updated_at"])
+    Contact.objects.bulk_update(
+        updates, ["profile_name", "last_inbound_at", "wa_id", "user_id", "updated_at"]
+    )
     return contacts
+
+
+def _unclaimed(candidates: list[str | None], held: dict[str, Contact]) -> str | None:
+    return next((value for value in candidates if value and value not in held), None)
 
 
 def _latest(timestamp: datetime) -> Greatest:

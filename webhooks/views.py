@@ -11,7 +11,6 @@ No OpenAI or Graph call happens here; the worker does that.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import time
 
@@ -22,7 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from webhooks.payloads import parse_webhook
+from webhooks.payloads import load_payload, parse_webhook
 from webhooks.services import webhook_ingest
 from webhooks.signatures import verify_signature
 
@@ -63,8 +62,8 @@ def _receive(request: HttpRequest) -> HttpResponse:
         logger.warning("webhook_bad_signature bytes=%s", len(body))
         return _plain("invalid signature", 403)
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload = load_payload(body)
+    except ValueError:  # includes UnicodeDecodeError
         return _plain("body is not valid JSON", 400)
     parsed = parse_webhook(payload)
     for reason in parsed.skipped[:20]:

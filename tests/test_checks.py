@@ -1,0 +1,69 @@
+import pytest
+from django.core.checks import Error
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from outbound.checks import check_required_settings
+
+REQUIRED = [
+    "SECRET_KEY",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+    "OPENAI_API_KEY",
+]
+
+
+@pytest.fixture
+def production(settings):
+    settings.DEBUG = False
+    return settings
+
+
+def test_nothing_missing_no_error(production):
+    assert check_required_settings() == []
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_each_missing_variable_is_an_error_naming_it(production, name):
+    setattr(production, name, "")
+    errors = check_required_settings()
+    assert len(errors) == 1
+    [error] = errors
+    assert isinstance(error, Error)
+    assert error.id == "outbound.E001"
+    assert name in error.msg
+    assert name in (error.hint or "")
+
+
+def test_every_missing_variable_is_reported_at_once(production):
+    for name in REQUIRED:
+        setattr(production, name, "")
+    errors = check_required_settings()
+    assert [e.id for e in errors] == ["outbound.E001"] * len(REQUIRED)
+    assert all(any(name in e.msg for e in errors) for name in REQUIRED)
+
+
+def test_openai_key_not_needed_by_the_offline_generator(production):
+    production.OPENAI_API_KEY = ""
+    production.OUTBOUND_REPLY_GENERATOR = "offline"
+    assert [e for e in check_required_settings() if e.id == "outbound.E001"] == []
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_manage_py_check_stops_naming_the_variable(production, name):
+    setattr(production, name, "")
+    with pytest.raises(SystemCheckError, match=name):
+        call_command("check")
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_debug_on_no_such_error(settings, name):
+    settings.DEBUG = True
+    setattr(settings, name, "")
+    assert check_required_settings() == []
+
+
+def test_check_passes_with_everything_set(production):
+    call_command("check")
