@@ -26,7 +26,7 @@ ALLOWED_HOSTS: list[str] = env.list(
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.WhatsAppAdminConfig",  # django.contrib.admin with our index page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+from django.core.exceptions import ImproperlyConfigured
 
 REQUIRED_IN_PRODUCTION = (
     (
@@ -29,7 +30,7 @@ def check_required_settings(app_configs: Any = None, **kwargs: Any) -> list[Erro
     errors = [
         Error(f"{name} is not set.", hint=f"Set the environment variable {name}: {what}.", id="outbound.E001")
         for name, what in REQUIRED_IN_PRODUCTION
-        if not getattr(settings, name, "")
+        if not _is_set(name)
     ]
     if settings.OUTBOUND_REPLY_GENERATOR == "openai" and not settings.OPENAI_API_KEY:
         errors.append(
@@ -40,6 +41,14 @@ def check_required_settings(app_configs: Any = None, **kwargs: Any) -> list[Erro
             )
         )
     return errors
+
+
+def _is_set(name: str) -> bool:
+    try:
+        return bool(getattr(settings, name, ""))
+    except ImproperlyConfigured:
+        # Django refuses to even read an empty SECRET_KEY; report it like the others instead of a traceback.
+        return False
 
 
 @register(Tags.compatibility)
