@@ -307,7 +307,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
 
     def _apply(self, request: HttpRequest, action: StaffAction, jobs: Iterable[OutboundJob]) -> None:
         """Call the service, write who did what to the admin log, and tell the user what happened."""
-        jobs = list(jobs)
+        jobs = sorted(jobs, key=lambda job: job.pk)
         before = {job.pk: job.status for job in jobs}
         result = action.service(jobs=jobs)
         for job in result.done:
