@@ -187,6 +187,8 @@ LOGGING = {
     "loggers": {
         "webhooks": {"level": LOG_LEVEL},
         "outbound": {"level": LOG_LEVEL},
+        # Replaces Django's own console handler, which printed each line twice beside ours with DEBUG on.
+        "django": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
     },
 }

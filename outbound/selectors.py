@@ -30,6 +30,11 @@ class JobsOverview:
     def failed(self) -> int:
         return self.counts[OutboundJob.Status.FAILED]
 
+    @property
+    def rows(self) -> list[tuple[str, str, int]]:
+        """(status, its label, count) in the state machine's order."""
+        return [(status.value, status.label, self.counts[status.value]) for status in OutboundJob.Status]
+
 
 def outbound_jobs_overview(*, now: datetime | None = None) -> JobsOverview:
     """Count jobs by status (every status present, zeros included) and find the oldest job still due."""
