@@ -25,10 +25,19 @@ class JobsOverview:
     oldest_due_at: datetime | None
     oldest_due_age: timedelta | None
     last_worker_run: WorkerHeartbeat | None
+    last_worker_run_age: timedelta | None
 
     @property
     def failed(self) -> int:
         return self.counts[OutboundJob.Status.FAILED]
+
+    @property
+    def oldest_due_age_display(self) -> str:
+        return format_age(self.oldest_due_age) if self.oldest_due_age is not None else ""
+
+    @property
+    def last_worker_run_age_display(self) -> str:
+        return format_age(self.last_worker_run_age) if self.last_worker_run_age is not None else ""
 
     @property
     def rows(self) -> list[tuple[str, str, int]]:
@@ -46,12 +55,27 @@ def outbound_jobs_overview(*, now: datetime | None = None) -> JobsOverview:
         OutboundJob.objects.due(now).order_by("next_attempt_at").values_list("next_attempt_at", flat=True)
     )
     oldest_due_at = oldest.first()
+    heartbeat = WorkerHeartbeat.objects.order_by("-last_finished_at").first()
     return JobsOverview(
         counts=counts,
         oldest_due_at=oldest_due_at,
         oldest_due_age=now - oldest_due_at if oldest_due_at is not None else None,
-        last_worker_run=WorkerHeartbeat.objects.order_by("-last_finished_at").first(),
+        last_worker_run=heartbeat,
+        last_worker_run_age=now - heartbeat.last_finished_at if heartbeat is not None else None,
     )
+
+
+def format_age(age: timedelta) -> str:
+    """A short human duration: "45 s", "7 min", "3 h 5 min", "2 days 4 h"."""
+    seconds = max(int(age.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 3600:
+        return f"{minutes} min"
+    if seconds < 86400:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} day{'' if days == 1 else 's'} {hours % 24} h"
 
 
 @dataclass(frozen=True)

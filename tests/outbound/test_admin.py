@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from outbound.admin import last_error_line
 from outbound.models import OutboundJob, WorkerHeartbeat
+from outbound.selectors import format_age
 from tests.builders import make_contact, make_job, make_message
 
 pytestmark = pytest.mark.django_db
@@ -156,6 +157,20 @@ def test_list_search(admin_client, term, found):
     assert found in html
     other = {"reply to anna", "navy reply to bob"} - {found}
     assert other.pop() not in html
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-1, "0 s"),
+        (45, "45 s"),
+        (7 * 60 + 5, "7 min"),
+        (3 * 3600 + 5 * 60, "3 h 5 min"),
+        (86400 + 3600, "1 day 1 h"),
+    ],
+)
+def test_format_age(seconds, text):
+    assert format_age(timedelta(seconds=seconds)) == text
 
 
 def test_last_error_line():
@@ -402,8 +417,8 @@ def test_index_shows_failed_jobs_counts_and_worker_state(admin_client):
     assert '<td class="job-count" id="count-SENT">1</td>' in html
     assert '<td class="job-count" id="count-PENDING">1</td>' in html
     assert '<td class="job-count" id="count-CANCELLED">0</td>' in html
-    assert "Oldest job waiting for the worker: due 7\xa0minutes ago" in html
-    assert "Last worker run: 1\xa0minute ago by host-a." in html
+    assert "Oldest job waiting for the worker: due 7 min ago" in html
+    assert "Last worker run finished 1 min ago by host-a." in html
     # Django's own app list is still there.
     assert reverse("admin:webhooks_contact_changelist") in html
 
