@@ -7,11 +7,15 @@ variable that matters is set here), exactly like CI's production check.
 from __future__ import annotations
 
 import os
+import runpy
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,3 +78,70 @@ def test_the_console_sender_is_refused_in_production(tmp_path):
     result = manage("check", tmp_path=tmp_path, OUTBOUND_SENDER="console")
     assert result.returncode == 1
     assert "(outbound.E003) OUTBOUND_SENDER=console only logs messages" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_procfile_has_release_web_and_worker():
+    processes = procfile()
+    assert processes["release"].strip() == "python manage.py migrate --noinput"
+    assert "gunicorn config.wsgi:application --config gunicorn.conf.py" in processes["web"]
+    assert "collectstatic --noinput" in processes["web"]
+    assert processes["worker"].strip().startswith("python manage.py run_outbound_jobs --loop")
+
+
+def test_gunicorn_access_log_leaves_out_query_strings():
+    config = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    # %(r)s is the request line with its query (hub.verify_token); %(q)s the query; %(f)s the referer.
+    for leaky in ("%(r)s", "%(q)s", "%(f)s"):
+        assert leaky not in config["access_log_format"]
+    assert "%(U)s" in config["access_log_format"]
+    assert 1 <= config["workers"] <= 9
+    assert config["accesslog"] == "-"
+
+
+@pytest.mark.slow
+def test_the_procfile_web_line_serves_the_admin_with_its_css(tmp_path):
+    port = free_port()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "HOME": str(tmp_path),
+        "DEBUG": "true",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+    server = subprocess.Popen(
+        ["bash", "-c", procfile()["web"]], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                login = requests.get(f"{base}/admin/login/", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("gunicorn did not start")
+        assert login.status_code == 200
+        assert '<link rel="stylesheet" href="/static/admin/css/base.css">' in login.text
+        css = requests.get(f"{base}/static/admin/css/base.css", timeout=2)
+        assert css.status_code == 200
+        assert css.headers["Content-Type"].startswith("text/css")
+        assert (tmp_path / "static" / "admin" / "css" / "base.css").is_file()  # collectstatic ran first
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    assert "Listening at: http://0.0.0.0:" in output
+    assert '"GET /static/admin/css/base.css HTTP/1.1" 200' in output
