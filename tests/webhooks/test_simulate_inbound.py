@@ -35,13 +35,16 @@ def test_the_message_is_stored_with_its_job(live_server):
     assert (message.contact.wa_id, message.contact.profile_name) == ("351912345678", "Rita")
     job = OutboundJob.objects.get()
     assert (job.inbound_message_id, job.status) == (message.pk, OutboundJob.Status.PENDING)
+    # The test settings use the real Graph sender: the command says where the reply would go.
+    assert "OUTBOUND_SENDER=graph: the reply will really be sent to +351912345678." in out
 
 
 def test_first_run_flow_is_answered_offline(live_server, settings):
     # What `make run` does without credentials: offline replies through the console sender.
     settings.OUTBOUND_SENDER = "console"
     settings.OUTBOUND_REPLY_GENERATOR = "offline"
-    simulate("Hello!", url=live_server.url)
+    out = simulate("Hello!", url=live_server.url)
+    assert "really be sent" not in out
     call_command("run_outbound_jobs", max_runtime=10, stdout=StringIO())
     job = OutboundJob.objects.get()
     assert job.status == OutboundJob.Status.SENT

@@ -124,6 +124,13 @@ class Command(BaseCommand):
             )
         if response.status_code != 200:
             raise CommandError(f"The server answered {response.status_code}; see its log.")
+        if settings.OUTBOUND_SENDER != "console":
+            # With Meta credentials configured the worker really answers: the reply goes to this number.
+            self.stdout.write(
+                self.style.WARNING(
+                    f"OUTBOUND_SENDER={settings.OUTBOUND_SENDER}: the reply will really be sent to +{options['wa_id']}."
+                )
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"Stored message {wamid} from +{options['wa_id']}. The worker answers it within seconds: "
