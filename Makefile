@@ -7,6 +7,8 @@ PORT ?= 8000
 .PHONY: run test lint bench install install-dev clean
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11 or newer is needed; point PYTHON at one: make run PYTHON=python3.12"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -25,16 +27,20 @@ install-dev: $(VENV)/.installed-dev
 	cp .env.example .env
 	@echo "Created .env from .env.example (DEBUG on, console sender, offline replies)."
 
-## First run: web server and worker loop together on SQLite.
+## First run: web server and worker loop together on SQLite (PORT=8000 by default: `make run PORT=8123`).
 run: $(VENV)/.installed .env
 	$(BIN)/python manage.py migrate --noinput
 	@echo ""
-	@echo "  Admin:      http://127.0.0.1:$(PORT)/admin/   (create a login: $(BIN)/python manage.py createsuperuser)"
+	@echo "  Admin:      http://127.0.0.1:$(PORT)/admin/"
+	@echo "              first create a login, in a second terminal: $(BIN)/python manage.py createsuperuser"
 	@echo "  Webhook:    http://127.0.0.1:$(PORT)/webhooks/whatsapp/"
 	@echo "  Try it:     $(BIN)/python manage.py simulate_inbound --url http://127.0.0.1:$(PORT) \"Hello!\""
+	@echo "  Stop:       Ctrl-C (stops both the web server and the worker)"
 	@echo ""
-	@trap 'kill 0' INT TERM EXIT; \
-	  $(BIN)/python manage.py run_outbound_jobs --loop --idle-sleep 1 & \
+	@# The worker runs in the background; whatever ends the web server (Ctrl-C, a busy port) stops it too,
+	@# with SIGTERM so that it finishes the job in hand.
+	@$(BIN)/python manage.py run_outbound_jobs --loop --idle-sleep 1 & worker=$$!; \
+	  trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 ## The test suite (DATABASE_URL chooses the database; SQLite by default).

@@ -26,7 +26,7 @@ ALLOWED_HOSTS: list[str] = env.list(
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.WhatsAppAdminConfig",  # django.contrib.admin with our index page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -72,7 +72,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Filled by `collectstatic` (the Procfile's web line runs it); whitenoise serves it with far-future caching.
+STATIC_ROOT: Path = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -187,6 +188,8 @@ LOGGING = {
     "loggers": {
         "webhooks": {"level": LOG_LEVEL},
         "outbound": {"level": LOG_LEVEL},
+        # Replaces Django's own console handler, which printed each line twice beside ours with DEBUG on.
+        "django": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
     },
 }

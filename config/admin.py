@@ -1,0 +1,26 @@
+"""The admin site: Django's own, with an index page that shows how the replies are doing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from outbound.selectors import outbound_jobs_overview
+
+
+class WhatsAppAdminSite(admin.AdminSite):
+    site_header = "WhatsApp replies"
+    site_title = "WhatsApp replies admin"
+    index_title = "Overview"
+    index_template = "admin/whatsapp_index.html"
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        context = dict(extra_context or {})
+        if request.user.has_perm("outbound.view_outboundjob") or request.user.has_perm(
+            "outbound.change_outboundjob"
+        ):
+            context["jobs_overview"] = outbound_jobs_overview()
+        return super().index(request, context)

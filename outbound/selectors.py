@@ -1,0 +1,152 @@
+"""Read-only questions the admin asks: the jobs overview for the index page and a contact's conversation.
+
+Selectors only read (HackSoft's split): state changes stay in `services.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from django.db.models import Count
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from outbound.models import OutboundJob, WorkerHeartbeat
+from webhooks.models import InboundMessage
+
+
+@dataclass(frozen=True)
+class JobsOverview:
+    """What staff see first: how many jobs are in each status, and whether the worker keeps up."""
+
+    counts: dict[str, int]
+    oldest_due_at: datetime | None
+    oldest_due_age: timedelta | None
+    last_worker_run: WorkerHeartbeat | None
+    last_worker_run_age: timedelta | None
+
+    @property
+    def failed(self) -> int:
+        return self.counts[OutboundJob.Status.FAILED]
+
+    @property
+    def oldest_due_age_display(self) -> str:
+        return format_age(self.oldest_due_age) if self.oldest_due_age is not None else ""
+
+    @property
+    def last_worker_run_age_display(self) -> str:
+        return format_age(self.last_worker_run_age) if self.last_worker_run_age is not None else ""
+
+    @property
+    def rows(self) -> list[tuple[str, str, int]]:
+        """(status, its label, count) in the state machine's order."""
+        return [(status.value, status.label, self.counts[status.value]) for status in OutboundJob.Status]
+
+
+def outbound_jobs_overview(*, now: datetime | None = None) -> JobsOverview:
+    """Count jobs by status (every status present, zeros included) and find the oldest job still due."""
+    now = now or timezone.now()
+    counts = dict.fromkeys(OutboundJob.Status.values, 0)
+    for row in OutboundJob.objects.order_by().values("status").annotate(n=Count("pk")):
+        counts[row["status"]] = row["n"]
+    oldest = (
+        OutboundJob.objects.due(now).order_by("next_attempt_at").values_list("next_attempt_at", flat=True)
+    )
+    oldest_due_at = oldest.first()
+    heartbeat = WorkerHeartbeat.objects.order_by("-last_finished_at").first()
+    return JobsOverview(
+        counts=counts,
+        oldest_due_at=oldest_due_at,
+        oldest_due_age=now - oldest_due_at if oldest_due_at is not None else None,
+        last_worker_run=heartbeat,
+        last_worker_run_age=now - heartbeat.last_finished_at if heartbeat is not None else None,
+    )
+
+
+def format_age(age: timedelta) -> str:
+    """A short human duration: "45 s", "7 min", "3 h 5 min", "2 days 4 h"."""
+    seconds = max(int(age.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
+    if seconds < 3600:
+        return f"{minutes} min"
+    if seconds < 86400:
+        return f"{hours} h {minutes % 60} min"
+    return f"{days} day{'' if days == 1 else 's'} {hours % 24} h"
+
+
+@dataclass(frozen=True)
+class ConversationEntry:
+    """One message of a conversation as staff read it: the customer's (in) or our reply (out)."""
+
+    at: datetime
+    direction: Literal["in", "out"]
+    text: str
+    detail: str
+    inbound: InboundMessage | None = None
+    job: OutboundJob | None = None
+
+
+def contact_conversation(
+    *, contact_id: int, around: datetime | None = None, per_side: int = 15
+) -> list[ConversationEntry]:
+    """The contact's messages both ways in time order: the newest ones, or those around `around`.
+
+    Each direction is limited separately (`per_side` before and after `around`), so a long history costs a
+    fixed number of queries and rows.
+    """
+    inbound = InboundMessage.objects.filter(contact_id=contact_id)
+    jobs = (
+        OutboundJob.objects.filter(contact_id=contact_id)
+        # Our reply's place in the conversation is when it went out; before that, when the job was made.
+        .annotate(at=Coalesce("sent_at", "created_at"))
+    )
+    if around is None:
+        messages = list(inbound.order_by("-timestamp", "-pk")[:per_side])
+        replies = list(jobs.order_by("-at", "-pk")[:per_side])
+    else:
+        messages = [
+            *inbound.filter(timestamp__lte=around).order_by("-timestamp", "-pk")[:per_side],
+            *inbound.filter(timestamp__gt=around).order_by("timestamp", "pk")[:per_side],
+        ]
+        replies = [
+            *jobs.filter(at__lte=around).order_by("-at", "-pk")[:per_side],
+            *jobs.filter(at__gt=around).order_by("at", "pk")[:per_side],
+        ]
+    entries = [
+        ConversationEntry(
+            at=m.timestamp, direction="in", text=m.text or f"[{m.type}]", detail=m.type, inbound=m
+        )
+        for m in messages
+    ]
+    entries += [
+        ConversationEntry(
+            at=job.at,
+            direction="out",
+            text=_reply_text(job),
+            detail=_reply_detail(job),
+            job=job,
+        )
+        for job in replies
+    ]
+    # Inbound first on a tie: a reply never precedes the message it answers.
+    entries.sort(key=lambda e: (e.at, e.direction != "in"))
+    return entries
+
+
+def _reply_text(job: OutboundJob) -> str:
+    if job.content:
+        return job.content
+    if job.send_as == OutboundJob.SendAs.TEMPLATE:
+        return "[the approved template: the 24-hour window had closed]"
+    return "[no reply generated yet]"
+
+
+def _reply_detail(job: OutboundJob) -> str:
+    detail = job.get_status_display()
+    if job.delivery_status:
+        detail += f", {job.get_delivery_status_display()}"
+    return detail

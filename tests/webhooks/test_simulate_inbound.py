@@ -1,0 +1,79 @@
+"""`simulate_inbound` against a real server (pytest-django's live_server): the message is stored and answered."""
+
+from __future__ import annotations
+
+import socket
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from outbound.models import OutboundJob
+from outbound.replies import OFFLINE_LABEL
+from webhooks.models import InboundMessage
+from webhooks.signatures import sign
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def simulate(*args: str, **options: object) -> str:
+    out = StringIO()
+    call_command("simulate_inbound", *args, stdout=out, **options)
+    return out.getvalue()
+
+
+def test_the_message_is_stored_with_its_job(live_server):
+    out = simulate(
+        "Do you ship to Lisbon?", "--from", "+351 912345678", "--name", "Rita", url=live_server.url
+    )
+
+    assert f"POST {live_server.url}/webhooks/whatsapp/ → 200 ok" in out
+    message = InboundMessage.objects.get()
+    assert message.wamid.startswith("wamid.SIMULATED-")
+    assert message.wamid in out
+    assert (message.text, message.type, message.needs_reply) == ("Do you ship to Lisbon?", "text", True)
+    assert (message.contact.wa_id, message.contact.profile_name) == ("351912345678", "Rita")
+    job = OutboundJob.objects.get()
+    assert (job.inbound_message_id, job.status) == (message.pk, OutboundJob.Status.PENDING)
+    # The test settings use the real Graph sender: the command says where the reply would go.
+    assert "OUTBOUND_SENDER=graph: the reply will really be sent to +351912345678." in out
+
+
+def test_first_run_flow_is_answered_offline(live_server, settings):
+    # What `make run` does without credentials: offline replies through the console sender.
+    settings.OUTBOUND_SENDER = "console"
+    settings.OUTBOUND_REPLY_GENERATOR = "offline"
+    out = simulate("Hello!", url=live_server.url)
+    assert "really be sent" not in out
+    call_command("run_outbound_jobs", max_runtime=10, stdout=StringIO())
+    job = OutboundJob.objects.get()
+    assert job.status == OutboundJob.Status.SENT
+    assert job.content.startswith(OFFLINE_LABEL)
+    assert job.wa_message_id.startswith("wamid.console-")
+
+
+def test_a_wrong_secret_is_named(live_server, monkeypatch):
+    # The server checks with its secret; the command signs with another one (one settings object serves both).
+    monkeypatch.setattr(
+        "webhooks.management.commands.simulate_inbound.sign",
+        lambda *, body, app_secret: sign(body=body, app_secret="not-the-server-secret"),
+    )
+    with pytest.raises(CommandError, match="refused the signature: its WHATSAPP_APP_SECRET"):
+        simulate("Hello", url=live_server.url)
+    assert not InboundMessage.objects.exists()
+
+
+def test_a_missing_secret_is_named(settings):
+    settings.WHATSAPP_APP_SECRET = ""
+    with pytest.raises(CommandError, match=r"^WHATSAPP_APP_SECRET is not set"):
+        simulate("Hello")
+
+
+def test_an_unreachable_server_is_a_clear_error():
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(
+        CommandError, match=rf"Could not connect to http://127.0.0.1:{port}/webhooks/whatsapp/"
+    ):
+        simulate("Hello", url=f"http://127.0.0.1:{port}")

@@ -1,0 +1,139 @@
+"""`python manage.py simulate_inbound "Hello"`: send the running server a signed text-message webhook, as Meta would.
+
+The payload has the shape of Meta's own example (meta-whatsapp-api.md §3.2) and is signed with
+WHATSAPP_APP_SECRET, so it goes through exactly the path a real message takes: signature, storage, job, worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import reverse
+
+from webhooks.signatures import sign
+
+DEFAULT_PHONE_NUMBER_ID = "106540352242922"
+
+
+def text_message_webhook(*, wa_id: str, name: str, text: str, wamid: str, timestamp: int) -> dict[str, Any]:
+    """One inbound text message in Meta's webhook envelope."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": settings.WHATSAPP_PHONE_NUMBER_ID
+                                or DEFAULT_PHONE_NUMBER_ID,
+                            },
+                            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+                            "messages": [
+                                {
+                                    "from": wa_id,
+                                    "id": wamid,
+                                    "timestamp": str(timestamp),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def phone_number(value: str) -> str:
+    digits = value.removeprefix("+").replace(" ", "").replace("-", "")
+    if not digits.isdigit():
+        raise ValueError(value)
+    return digits
+
+
+class Command(BaseCommand):
+    help = "POST a signed WhatsApp text-message webhook to a running server, exactly as Meta would."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("text", help="what the customer writes")
+        parser.add_argument(
+            "--url",
+            default="http://127.0.0.1:8000",
+            help="the running server (default http://127.0.0.1:8000)",
+        )
+        parser.add_argument(
+            "--from",
+            dest="wa_id",
+            type=phone_number,
+            default="16505551234",
+            help="the customer's number, country code first (default 16505551234)",
+        )
+        parser.add_argument("--name", default="Test Customer", help="the customer's WhatsApp profile name")
+        parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        secret = settings.WHATSAPP_APP_SECRET
+        if not secret:
+            raise CommandError(
+                "WHATSAPP_APP_SECRET is not set, so the webhook cannot be signed and the server would refuse it. "
+                "Set it (in .env or the environment) to the same value the server uses."
+            )
+        wamid = f"wamid.SIMULATED-{uuid.uuid4().hex}"
+        payload = text_message_webhook(
+            wa_id=options["wa_id"],
+            name=options["name"],
+            text=options["text"],
+            wamid=wamid,
+            timestamp=int(time.time()),
+        )
+        body = json.dumps(payload).encode()
+        url = options["url"].rstrip("/") + reverse("whatsapp-webhook")
+        try:
+            response = requests.post(
+                url,
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": sign(body=body, app_secret=secret),
+                },
+                timeout=options["timeout"],
+            )
+        except requests.ConnectionError as exc:
+            raise CommandError(
+                f"Could not connect to {url} ({type(exc).__name__}). Is the server running? `make run` starts it; "
+                "--url points elsewhere."
+            ) from exc
+        except requests.Timeout as exc:
+            raise CommandError(f"{url} did not answer within {options['timeout']} seconds.") from exc
+        self.stdout.write(f"POST {url} → {response.status_code} {response.text.strip()[:200]}")
+        if response.status_code == 403:
+            raise CommandError(
+                "The server refused the signature: its WHATSAPP_APP_SECRET is not the one this command used."
+            )
+        if response.status_code != 200:
+            raise CommandError(f"The server answered {response.status_code}; see its log.")
+        if settings.OUTBOUND_SENDER != "console":
+            # With Meta credentials configured the worker really answers: the reply goes to this number.
+            self.stdout.write(
+                self.style.WARNING(
+                    f"OUTBOUND_SENDER={settings.OUTBOUND_SENDER}: the reply will really be sent to +{options['wa_id']}."
+                )
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Stored message {wamid} from +{options['wa_id']}. The worker answers it within seconds: "
+                f"{options['url'].rstrip('/')}/admin/outbound/outboundjob/"
+            )
+        )
