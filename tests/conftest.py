@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bench.fakes import FakeOpenAI, FaultPlan
+from webhooks.payloads import text_message_webhook
 from webhooks.signatures import sign
 
 DATA = Path(__file__).parent / "data"
@@ -35,36 +36,7 @@ def text_payload(
 ) -> dict[str, Any]:
     """A real-shaped single text message webhook (meta-whatsapp-api.md §3.2)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": "106540352242922",
-                            },
-                            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": wamid,
-                                    "timestamp": str(ts),
-                                    "type": "text",
-                                    "text": {"body": body},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    return text_message_webhook(wa_id=wa_id, name=name, text=body, wamid=wamid, timestamp=ts)
 
 
 def status_payload(

@@ -355,3 +355,26 @@ _DESCRIBERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "revoke": lambda raw: "[The customer deleted a message.]",
     "unsupported": _unsupported,
 }
+
+
+def text_message_webhook(
+    *, wa_id: str, name: str, text: str, wamid: str, timestamp: int, phone_number_id: str = "106540352242922"
+) -> dict[str, Any]:
+    """Build one inbound text message in Meta's webhook envelope (§3.2): for simulate_inbound, tests, benchmarks."""
+    message = {
+        "from": wa_id,
+        "id": wamid,
+        "timestamp": str(timestamp),
+        "type": "text",
+        "text": {"body": text},
+    }
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+        "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
+        "messages": [message],
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
+    }

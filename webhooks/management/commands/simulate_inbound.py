@@ -16,44 +16,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
+from webhooks.payloads import text_message_webhook
 from webhooks.signatures import sign
 
 DEFAULT_PHONE_NUMBER_ID = "106540352242922"
-
-
-def text_message_webhook(*, wa_id: str, name: str, text: str, wamid: str, timestamp: int) -> dict[str, Any]:
-    """One inbound text message in Meta's webhook envelope."""
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": settings.WHATSAPP_PHONE_NUMBER_ID
-                                or DEFAULT_PHONE_NUMBER_ID,
-                            },
-                            "contacts": [{"profile": {"name": name}, "wa_id": wa_id}],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": wamid,
-                                    "timestamp": str(timestamp),
-                                    "type": "text",
-                                    "text": {"body": text},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
 
 
 def phone_number(value: str) -> str:
@@ -97,6 +63,7 @@ class Command(BaseCommand):
             text=options["text"],
             wamid=wamid,
             timestamp=int(time.time()),
+            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID or DEFAULT_PHONE_NUMBER_ID,
         )
         body = json.dumps(payload).encode()
         url = options["url"].rstrip("/") + reverse("whatsapp-webhook")
