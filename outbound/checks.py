@@ -20,6 +20,8 @@ REQUIRED_IN_PRODUCTION = (
     ("WHATSAPP_VERIFY_TOKEN", "the string you type into Meta's webhook configuration as the verify token"),
     ("WHATSAPP_ACCESS_TOKEN", "a system-user access token with whatsapp_business_messaging"),
     ("WHATSAPP_PHONE_NUMBER_ID", "the business number's id from WhatsApp Manager / API Setup"),
+    # Empty with DEBUG off, Django answers every request, Meta's included, with 400.
+    ("ALLOWED_HOSTS", "the host names this service answers to, comma-separated (e.g. wa.example.com)"),
 )
 
 
