@@ -55,6 +55,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm and the client's
+            # delayed ACK hold the body back by up to 40 ms, a latency no real API adds.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -91,6 +94,20 @@ class FakeServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def reset(self, plan: FaultPlan | None = None) -> None:
+        """Forget every recorded request and answer by `plan` from now on (between benchmark cases)."""
+        with self.lock:
+            self.requests.clear()
+            self.plan = plan or FaultPlan()
+
+    def timeline(self) -> tuple[float, float] | None:
+        """When the first request arrived and when the last answer went out (arrival + latency)."""
+        with self.lock:
+            times = [r["arrived"] for r in self.requests]
+        if not times:
+            return None
+        return min(times), max(times) + self.plan.latency
 
     def __enter__(self) -> FakeServer:
         return self.start()
