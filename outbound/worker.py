@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -124,6 +125,7 @@ class Worker:
             for future in list(in_flight):
                 self._finish(in_flight.pop(future), future)
             if pool is not None:
+                self._close_thread_connections(pool)
                 pool.shutdown(wait=True)
             self.summary.seconds = time.monotonic() - self._started
             self._heartbeat()
@@ -181,11 +183,26 @@ class Worker:
         return future
 
     def _process_in_thread(self, job: OutboundJob) -> ProcessResult:
+        # Each pool thread keeps its own connection from job to job, as a web request does (opening one per job
+        # cost a PostgreSQL backend start per job); like a request, drop it first if it broke or grew too old.
+        close_old_connections()
         try:
             return outbound_job_process(job=job, config=self.config)
         finally:
-            # Each pool thread has its own connection; close it so nothing leaks past the run.
+            close_old_connections()
+
+    def _close_thread_connections(self, pool: ThreadPoolExecutor) -> None:
+        """Close every pool thread's connection so nothing leaks past the run: one task per thread, held
+        at a barrier so that no thread can take two of them."""
+        barrier = threading.Barrier(self.concurrency)
+
+        def close() -> None:
             connections.close_all()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=10)
+
+        for future in [pool.submit(close) for _ in range(self.concurrency)]:
+            future.result()
 
     def _finish(self, job: OutboundJob, future: Future[ProcessResult]) -> None:
         try:
