@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import random
+import sys
 import threading
 import time
 import uuid
@@ -40,6 +41,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the crash tests do it on purpose) is not the fake's error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class FakeServer:
     """Base: starts on 127.0.0.1 (port 0 picks a free one), records requests, runs until `stop()`."""
@@ -50,6 +57,8 @@ class FakeServer:
         self.requests: list[dict[str, Any]] = []
         # Headers of the scripted answer being written, by handler thread.
         self.extra_headers: dict[int, dict[str, str]] = {}
+        # Requests that arrived, including those still waiting out the latency (`requests` has finished ones).
+        self.arrived = 0
         self.rng = random.Random(seed)
         outer = self
 
@@ -99,6 +108,7 @@ class FakeServer:
         """Forget every recorded request and answer by `plan` from now on (between benchmark cases)."""
         with self.lock:
             self.requests.clear()
+            self.arrived = 0
             self.plan = plan or FaultPlan()
 
     def timeline(self) -> tuple[float, float] | None:
@@ -117,6 +127,8 @@ class FakeServer:
 
     def handle(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any, bool]:
         arrived = time.time()
+        with self.lock:
+            self.arrived += 1
         if self.plan.latency:
             time.sleep(self.plan.latency)
         with self.lock:
@@ -143,6 +155,7 @@ class FakeServer:
                     "arrived": arrived,
                     "status": status,
                     "dropped": drop,
+                    "answer": answer,
                 }
             )
         return status, answer, drop
