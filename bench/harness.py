@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 # Production-shaped settings (DEBUG off, every required secret set), for gunicorn and the workers.
-APP_SECRET = "bench-app-secret"
-VERIFY_TOKEN = "bench-verify-token"
+APP_SECRET = "bench-app-secret"  # noqa: S105 (a benchmark-only value, not a secret)
+VERIFY_TOKEN = "bench-verify-token"  # noqa: S105
 PHONE_NUMBER_ID = "106540352242922"
 
 
@@ -34,7 +34,7 @@ def production_env(*, database_url: str, **overrides: str) -> dict[str, str]:
     """The environment a deployed web or worker process would have, pointed at `database_url`."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
+        "HOME": os.environ.get("HOME", str(REPO)),
         "LANG": "C.UTF-8",
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "false",
@@ -111,10 +111,7 @@ def seed_jobs(n: int, *, prefix: str, last_inbound_at: datetime | None = None) -
     now = timezone.now()
     when = last_inbound_at or now - timedelta(seconds=30)
     contacts = Contact.objects.bulk_create(
-        [
-            Contact(wa_id=f"{prefix}{i:07d}", profile_name=f"Bench {i}", last_inbound_at=when)
-            for i in range(n)
-        ]
+        [Contact(wa_id=f"{prefix}{i:07d}", profile_name=f"Bench {i}", last_inbound_at=when) for i in range(n)]
     )
     messages = InboundMessage.objects.bulk_create(
         [

@@ -47,7 +47,10 @@ class Report:
     def table(self) -> str:
         width = max(len(r[0]) for r in self.rows)
         vwidth = max(len(r[1]) for r in self.rows)
-        lines = [f"| {'figure':<{width}} | {'value':<{vwidth}} | goal |", f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|------|"]
+        lines = [
+            f"| {'figure':<{width}} | {'value':<{vwidth}} | goal |",
+            f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|------|",
+        ]
         lines += [f"| {n:<{width}} | {v:<{vwidth}} | {g} |" for n, v, g in self.rows]
         return "\n".join(lines)
 
@@ -63,7 +66,9 @@ def bench_webhook(report: Report, *, env: dict[str, str], port: int, short: bool
     per_level = 150 if short else 1500
     levels = [1, 8] if short else [1, 8, 32]
     now = int(time.time())
-    verify = f"{WEBHOOK_PATH}?hub.mode=subscribe&hub.verify_token={harness.VERIFY_TOKEN}&hub.challenge=1158201444"
+    verify = (
+        f"{WEBHOOK_PATH}?hub.mode=subscribe&hub.verify_token={harness.VERIFY_TOKEN}&hub.challenge=1158201444"
+    )
     with harness.gunicorn(env=env, port=port, workers=workers, logdir=logdir) as _base:
         # Warm every gunicorn worker (imports, database connection) before the clock starts.
         warm = [
@@ -91,8 +96,16 @@ def bench_webhook(report: Report, *, env: dict[str, str], port: int, short: bool
                 for i in range(per_level)
             ]
             gets = [Request("GET", verify)] * per_level
-            get = _check(report, f"GET c={level}", run_load(host="127.0.0.1", port=port, requests=gets, concurrency=level))
-            post = _check(report, f"POST c={level}", run_load(host="127.0.0.1", port=port, requests=posts, concurrency=level))
+            get = _check(
+                report,
+                f"GET c={level}",
+                run_load(host="127.0.0.1", port=port, requests=gets, concurrency=level),
+            )
+            post = _check(
+                report,
+                f"POST c={level}",
+                run_load(host="127.0.0.1", port=port, requests=posts, concurrency=level),
+            )
             sent += post.ok
             ratio = post.rps / get.rps if get.rps else 0.0
             report.add(
@@ -103,7 +116,9 @@ def bench_webhook(report: Report, *, env: dict[str, str], port: int, short: bool
                 f"webhook c={level:<2} POST req/s, p50, p99",
                 f"{post.rps:.0f}/s, {post.percentile(50) * 1000:.1f} ms, {post.percentile(99) * 1000:.1f} ms",
             )
-            report.add(f"webhook c={level:<2} POST/GET throughput", f"{ratio:.2f}", goal(ratio >= 0.6, "≥ 0.6"))
+            report.add(
+                f"webhook c={level:<2} POST/GET throughput", f"{ratio:.2f}", goal(ratio >= 0.6, "≥ 0.6")
+            )
             if level == 8:
                 p99 = post.percentile(99) * 1000
                 report.add("webhook c=8  POST p99", f"{p99:.1f} ms", goal(p99 <= 50, "≤ 50 ms"))
@@ -115,7 +130,9 @@ def bench_webhook(report: Report, *, env: dict[str, str], port: int, short: bool
             app_secret=harness.APP_SECRET,
         )
         before = _stored()
-        result = _check(report, "batch", run_load(host="127.0.0.1", port=port, requests=[batch], concurrency=1))
+        result = _check(
+            report, "batch", run_load(host="127.0.0.1", port=port, requests=[batch], concurrency=1)
+        )
         after = _stored()
         stored = (after[0] - before[0], after[1] - before[1])
         report.add(
@@ -130,7 +147,9 @@ def bench_webhook(report: Report, *, env: dict[str, str], port: int, short: bool
 def _check(report: Report, what: str, result: LoadResult) -> LoadResult:
     print(f"  {what}: {result.summary()}", flush=True)
     if result.errors or result.ok != result.requests:
-        report.problem(f"{what}: {result.requests - result.ok} failed {dict(result.statuses)} {result.errors[:3]}")
+        report.problem(
+            f"{what}: {result.requests - result.ok} failed {dict(result.statuses)} {result.errors[:3]}"
+        )
     return result
 
 
@@ -248,7 +267,7 @@ def bench_worker(report: Report, *, env: dict[str, str], port: int, short: bool,
             f"worker 1 vs 2 processes, --concurrency 8, {n} jobs",
             f"{one.rate:.1f} vs {two.rate:.1f} jobs/s (bounds {8 / per_job:.0f} and {16 / per_job:.0f})",
         )
-        report.add("worker 2 processes ÷ 1", f"{scale:.2f}×", goal(scale >= 1.8, "≥ 1.8×"))
+        report.add("worker 2 processes ÷ 1", f"{scale:.2f}x", goal(scale >= 1.8, "≥ 1.8x"))
 
         n = 60 if short else 300
         limited_env = {**env, "OUTBOUND_MAX_SENDS_PER_SECOND": "20"}
@@ -276,7 +295,9 @@ def bench_worker(report: Report, *, env: dict[str, str], port: int, short: bool,
 
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--short", action="store_true", help="small counts for CI; never fails on speed")
     parser.add_argument("--port", type=int, default=8200, help="gunicorn's port; the fakes use port+11, +12")
     parser.add_argument("--only", choices=["webhook", "worker"], help="run one half")

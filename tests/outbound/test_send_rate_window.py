@@ -21,7 +21,7 @@ def test_limiter_from_settings_spaces_windows_with_headroom(settings):
     settings.OUTBOUND_MAX_SENDS_PER_SECOND = 20
     limiter = outbound_config_from_settings().rate_limiter
     clock = FakeClock()
-    limiter._clock, limiter._sleep = clock, clock.sleep  # type: ignore[attr-defined]
+    limiter._clock, limiter._sleep = clock, clock.sleep
     times = []
     for _ in range(60):
         limiter.acquire()

@@ -41,7 +41,7 @@ pytestmark = [
 @pytest.fixture
 def fakes() -> Iterator[tuple[FakeGraph, FakeOpenAI]]:
     with FakeGraph(plan=FaultPlan(latency=0.01)) as graph, FakeOpenAI(plan=FaultPlan(latency=0.01)) as openai:
-        yield graph, openai  # type: ignore[misc]
+        yield graph, openai
 
 
 def database_url() -> str:
@@ -54,7 +54,7 @@ def worker_env(graph: FakeGraph, openai: FakeOpenAI, **extra: str) -> dict[str, 
     """tests.settings on the test database, pointed at the fakes, with a short stale period."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
+        "HOME": os.environ.get("HOME", str(harness.REPO)),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": database_url(),
         "TEST_WHATSAPP_GRAPH_URL": graph.url,
@@ -191,7 +191,9 @@ def test_kill_9_while_sending_never_resends_a_message_that_reached_meta(fakes, t
         )
     )
     assert len(reached) >= 6
-    assert {r["body"]["biz_opaque_callback_data"].split(":")[0] for r in reached} <= {str(k) for k in in_flight}
+    assert {r["body"]["biz_opaque_callback_data"].split(":")[0] for r in reached} <= {
+        str(k) for k in in_flight
+    }
 
     # Meta's status webhooks arrive for half of them: those jobs are settled as SENT, never resent.
     settled = reached[: len(reached) // 2]
@@ -280,4 +282,3 @@ def test_database_connection_killed_mid_run_fails_loudly_or_recovers_and_next_ru
         assert UNSETTLED_LINE in job.error_log
         assert per_job.get(str(job.key), 0) <= 1
     assert sum(1 for job in jobs if job.status == OutboundJob.Status.SENT) + len(failed) == 40
-
