@@ -1,0 +1,162 @@
+"""Bad input, generated: every real payload in tests/data mutated anywhere (several times over), through the
+parser and through the signed view into the database.
+
+Properties: the parser never raises and never yields a message without a valid id, sender and timestamp; the
+view answers 200 (or 400 for what is not JSON), never 5xx; no job exists without a valid stored message that
+needs a reply, and no message gets two jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from outbound.models import OutboundJob
+from tests.conftest import DATA, post_signed
+from webhooks.models import Contact, InboundMessage
+from webhooks.payloads import ParsedWebhook, parse_webhook
+
+PAYLOADS = {path.name: json.loads(path.read_text()) for path in sorted(Path(DATA).glob("*.json"))}
+
+# Values that sit on the edges the parser has to judge: ids, numbers as strings, overlong text, NUL, digits
+# from other scripts, huge and negative timestamps.
+EDGE_VALUES = st.sampled_from(
+    [
+        "",
+        "0",
+        "-1",
+        "1700000000",
+        "1e9",
+        " 1700000000 ",
+        "99999999999999999999999",
+        "wamid.EDGE",
+        "x" * 257,
+        "1" * 33,
+        "\x00",
+        "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660",  # Arabic-Indic digits
+        10**18,
+        -(2**63),
+        2**31,
+        True,
+        1.5,
+        [],
+        {},
+        None,
+    ]
+)
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES | EDGE_VALUES,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every location inside a JSON document (the root excluded)."""
+    found: list[tuple[Any, ...]] = []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, child in children:
+        found.append((*prefix, key))
+        found.extend(paths(child, (*prefix, key)))
+    return found
+
+
+@st.composite
+def mutated_payloads(draw: st.DrawFn) -> dict[str, Any]:
+    """A real payload with 1-4 mutations: a value replaced, a key removed, a node duplicated into a list."""
+    payload = copy.deepcopy(PAYLOADS[draw(st.sampled_from(sorted(PAYLOADS)))])
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        locations = paths(payload)
+        if not locations:
+            break
+        path = draw(st.sampled_from(locations))
+        parent: Any = payload
+        for key in path[:-1]:
+            parent = parent[key]
+        key = path[-1]
+        action = draw(st.sampled_from(["replace", "edge", "delete", "listify", "copy-sibling"]))
+        if action == "replace":
+            parent[key] = draw(JSON_VALUES)
+        elif action == "edge":
+            parent[key] = draw(EDGE_VALUES)
+        elif action == "delete":
+            del parent[key]
+        elif action == "listify":
+            parent[key] = [parent[key], copy.deepcopy(parent[key])]
+        elif isinstance(parent, list) and parent:
+            # Duplicate a sibling: the same message (same wamid) twice in one POST.
+            parent.append(copy.deepcopy(parent[draw(st.integers(min_value=0, max_value=len(parent) - 1))]))
+    return payload
+
+
+def assert_valid(parsed: ParsedWebhook) -> None:
+    for message in parsed.messages:
+        assert isinstance(message.wamid, str)
+        assert 0 < len(message.wamid) <= 256
+        assert message.wa_id or message.user_id
+        assert message.wa_id is None or (isinstance(message.wa_id, str) and 0 < len(message.wa_id) <= 32)
+        assert message.user_id is None or (
+            isinstance(message.user_id, str) and 0 < len(message.user_id) <= 160
+        )
+        assert message.timestamp.tzinfo is not None
+        assert datetime(1970, 1, 1, tzinfo=UTC) < message.timestamp <= datetime.max.replace(tzinfo=UTC)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_payloads())
+def test_mutated_real_payloads_parse_without_raising_into_valid_messages(payload):
+    assert_valid(parse_webhook(payload))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(JSON_VALUES)
+def test_arbitrary_json_parses_without_raising(payload):
+    assert_valid(parse_webhook(payload))
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(mutated_payloads(), min_size=1, max_size=2))
+def test_mutated_payloads_through_the_view_never_create_a_job_without_a_valid_message(posts):
+    OutboundJob.objects.all().delete()
+    InboundMessage.objects.all().delete()
+    Contact.objects.all().delete()
+    client = Client()
+    for payload in posts:
+        response = post_signed(client, payload)
+        # Well-signed JSON is always acknowledged, so Meta never redelivers a poison payload for 7 days.
+        assert response.status_code == 200, response.content
+
+    # What should be stored: within a POST the last copy of a wamid wins; a wamid already stored is left alone.
+    first_stored: dict[str, bool] = {}
+    for payload in posts:
+        for wamid, message in {m.wamid: m for m in parse_webhook(payload).messages}.items():
+            first_stored.setdefault(wamid, message.needs_reply)
+    expected = [wamid for wamid, needs_reply in first_stored.items() if needs_reply]
+    jobs = list(OutboundJob.objects.select_related("inbound_message", "contact"))
+    for job in jobs:
+        message = job.inbound_message
+        assert message.needs_reply
+        assert 0 < len(message.wamid) <= 256
+        assert message.contact_id == job.contact_id
+        assert job.contact.wa_id or job.contact.user_id
+        assert message.timestamp.year >= 1970
+        assert job.status == OutboundJob.Status.PENDING
+    # One job per message that needs a reply: none missing, none doubled (a duplicate in the POST included).
+    assert sorted(job.inbound_message.wamid for job in jobs) == sorted(expected)
+    assert InboundMessage.objects.filter(needs_reply=True).count() == len(jobs)
