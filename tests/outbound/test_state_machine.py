@@ -54,7 +54,7 @@ class Handle:
 
 
 def row(pk: int) -> dict[str, Any]:
-    return OutboundJob.objects.filter(pk=pk).values().get()
+    return dict(OutboundJob.objects.filter(pk=pk).values().get())
 
 
 class JobStateMachine(RuleBasedStateMachine):

@@ -28,7 +28,7 @@ PAYLOADS = {path.name: json.loads(path.read_text()) for path in sorted(Path(DATA
 
 # Values that sit on the edges the parser has to judge: ids, numbers as strings, overlong text, NUL, digits
 # from other scripts, huge and negative timestamps.
-EDGE_VALUES = st.sampled_from(
+EDGE_VALUES: st.SearchStrategy[Any] = st.sampled_from(
     [
         "",
         "0",
