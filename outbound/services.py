@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from outbound.exceptions import (
@@ -196,12 +196,10 @@ def outbound_jobs_claim(
         busy = set(
             OutboundJob.objects.in_flight().filter(contact_id__in=locked).values_list("contact_id", flat=True)
         )
-        for contact_id in contact_ids:
-            if len(claimed) >= limit:
-                break
-            if contact_id not in locked or contact_id in busy:
-                continue
-            job = _fold_open_jobs(contact_id=contact_id)
+        eligible = [c for c in contact_ids if c in locked and c not in busy][:limit]
+        open_jobs = _lock_open_jobs(contact_ids=eligible)
+        for contact_id in eligible:
+            job = _fold(open_jobs.get(contact_id, []))
             if job is None or job.next_attempt_at > now or job.pk in exclude:
                 continue
             try:
@@ -212,26 +210,49 @@ def outbound_jobs_claim(
     return claimed
 
 
-def _fold_open_jobs(*, contact_id: int) -> OutboundJob | None:
-    """Keep the newest open job of a contact and supersede the older ones: one reply answers them all.
+def outbound_jobs_claimable_exist(*, exclude_ids: Iterable[int] = ()) -> bool:
+    """Whether a due job is waiting that no worker holds a job of its contact for.
 
-    Only rows this transaction can lock without waiting are touched (another claimer may hold some as its
-    candidates); if any is held elsewhere the contact is left for the next round rather than risk a
-    deadlock or folding into the wrong job.
+    A claim can come back empty while such jobs exist, when another claimer's transaction held their rows
+    for a moment; a run must not mistake that for "nothing is due".
+    """
+    return (
+        OutboundJob.objects.due()
+        .exclude(pk__in=set(exclude_ids))
+        .exclude(contact__outbound_jobs__claim_token__isnull=False)
+        .exists()
+    )
+
+
+def _lock_open_jobs(*, contact_ids: list[int]) -> dict[int, list[OutboundJob]]:
+    """Lock every open, unclaimed job of these contacts, oldest message first, in two statements.
+
+    Only rows this transaction can lock without waiting are taken (another claimer may hold some as its
+    candidates). A contact with any row held elsewhere is left out for this round rather than risk a
+    deadlock, or folding into the wrong job.
     """
     open_jobs = OutboundJob.objects.filter(
-        contact_id=contact_id, status__in=OutboundJob.CLAIMABLE_STATUSES, claim_token__isnull=True
+        contact_id__in=contact_ids, status__in=OutboundJob.CLAIMABLE_STATUSES, claim_token__isnull=True
     )
-    expected = open_jobs.count()
-    locked = list(
+    expected = dict(
+        open_jobs.order_by().values("contact_id").annotate(n=Count("pk")).values_list("contact_id", "n")
+    )
+    by_contact: dict[int, list[OutboundJob]] = {}
+    for job in (
         open_jobs.select_for_update(skip_locked=True, of=("self",))
         .select_related("inbound_message")
-        .order_by("inbound_message__timestamp", "inbound_message_id")
-    )
-    if not locked or len(locked) != expected:
+        .order_by("contact_id", "inbound_message__timestamp", "inbound_message_id")
+    ):
+        by_contact.setdefault(job.contact_id, []).append(job)
+    return {c: jobs for c, jobs in by_contact.items() if len(jobs) == expected.get(c)}
+
+
+def _fold(open_jobs: list[OutboundJob]) -> OutboundJob | None:
+    """Keep a contact's newest open job and supersede the older ones: one reply answers them all."""
+    if not open_jobs:
         return None
-    newest = locked[-1]
-    for older in locked[:-1]:
+    newest = open_jobs[-1]
+    for older in open_jobs[:-1]:
         older.mark_superseded(by=newest)
     return newest
 
@@ -439,9 +460,8 @@ def _deliver(job: OutboundJob, contact: Contact, send_as: str, config: OutboundC
             body_parameters=template_parameters(config.template_body_parameters, contact=contact),
             callback_data=callback_data,
         )
-    reply_to = (
-        InboundMessage.objects.filter(pk=job.inbound_message_id).values_list("wamid", flat=True).first()
-    )
+    # The claim loaded the inbound message with the job (select_related): no query here.
+    reply_to = job.inbound_message.wamid
     return config.sender.send_text(to=to, body=job.content, reply_to=reply_to, callback_data=callback_data)
 
 
@@ -531,7 +551,7 @@ def template_parameters(names: list[str], *, contact: Contact) -> list[str]:
 
 def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
     """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first."""
-    answered = InboundMessage.objects.only("timestamp").get(pk=job.inbound_message_id)
+    answered = job.inbound_message
     inbound = (
         InboundMessage.objects.filter(contact_id=job.contact_id, timestamp__lte=answered.timestamp)
         .exclude(text="")

@@ -25,10 +25,13 @@ from outbound.services import (
     outbound_job_crashed,
     outbound_job_process,
     outbound_jobs_claim,
+    outbound_jobs_claimable_exist,
     outbound_jobs_recover,
 )
 
 logger = logging.getLogger(__name__)
+
+CONTENDED_RETRY_SECONDS = 0.05
 
 
 @dataclass
@@ -118,7 +121,13 @@ class Worker:
                     for future in done:
                         self._finish(in_flight.pop(future), future)
                 elif not jobs:
-                    if remaining <= 0 or not self.loop:
+                    if remaining <= 0:
+                        break
+                    if outbound_jobs_claimable_exist(exclude_ids=attempted):
+                        # Another claimer held those rows for a moment (SKIP LOCKED): not "none due".
+                        self._stopping.wait(CONTENDED_RETRY_SECONDS)
+                        continue
+                    if not self.loop:
                         break
                     self._idle(attempted)
         finally:

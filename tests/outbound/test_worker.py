@@ -7,10 +7,12 @@ never the thing asserted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 import responses
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
@@ -124,6 +126,32 @@ def test_one_crashing_job_does_not_stop_the_run(inbound, graph, fake_openai):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+def test_a_run_waits_out_rows_another_claimer_holds_instead_of_ending(inbound, graph, fake_openai):
+    # Another claimer's transaction holds the only due job's row for a moment (as its SKIP LOCKED candidate):
+    # the claim comes back empty, but the job is due, so the run must not end as if nothing were.
+    job = inbound()
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    locked, release = threading.Event(), threading.Event()
+
+    def other_claimer() -> None:
+        with transaction.atomic():
+            OutboundJob.objects.select_for_update().get(pk=job.pk)
+            locked.set()
+            release.wait(10)
+        connections.close_all()
+
+    holder = threading.Thread(target=other_claimer)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    summary = Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=20).run()
+    holder.join()
+    assert summary.sent == 1
+    assert OutboundJob.objects.get(pk=job.pk).status == S.SENT
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
 def test_four_worker_threads_send_every_job_exactly_once(webhook, fake_openai):
     assert webhook(many_messages_payload(count=200)).status_code == 200
     assert OutboundJob.objects.filter(status=S.PENDING).count() == 200
@@ -202,17 +230,36 @@ def test_three_worker_processes_send_every_job_exactly_once(webhook, fake_server
     graph, openai = fake_servers
     assert webhook(many_messages_payload(count=300)).status_code == 200
     env = subprocess_env(graph, openai)
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(MANAGE), "run_outbound_jobs", "--concurrency", "4", "--max-runtime", "120"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    outputs = [worker.communicate(timeout=300) for worker in workers]
+    # Files, not pipes: a pipe nobody drains yet (communicate() reads one process at a time) would block a
+    # worker's log write inside its claim transaction, holding row locks the others then wait out.
+    with contextlib.ExitStack() as files:
+        logs = [(files.enter_context(tempfile.TemporaryFile("w+")), files.enter_context(tempfile.TemporaryFile("w+")))
+                for _ in range(3)]  # fmt: skip
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(MANAGE),
+                    "run_outbound_jobs",
+                    "--concurrency",
+                    "4",
+                    "--max-runtime",
+                    "120",
+                ],
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
+            for out, err in logs
+        ]
+        for worker in workers:
+            worker.wait(timeout=300)
+        outputs = []
+        for out, err in logs:
+            out.seek(0)
+            err.seek(0)
+            outputs.append((out.read(), err.read()))
     for worker, (out, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
         assert "run_outbound_jobs claimed=" in out
