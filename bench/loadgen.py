@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhooks.payloads import messages_webhook, text_message
 from webhooks.signatures import sign
 
 
@@ -108,32 +109,6 @@ def run_load(
 
 
 # ---------------------------------------------------------------------------------------------- payloads
-def webhook_payload(messages: list[dict[str, Any]], contacts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The envelope of meta-whatsapp-api.md §3.2 around `messages`."""
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": "106540352242922",
-                            },
-                            "contacts": contacts,
-                            "messages": messages,
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-
-
 def text_messages(*, prefix: str, start: int, count: int, timestamp: int) -> dict[str, Any]:
     """One payload with `count` text messages, each from its own contact, with distinct wamids."""
     messages, contacts = [], []
@@ -141,15 +116,14 @@ def text_messages(*, prefix: str, start: int, count: int, timestamp: int) -> dic
         wa_id = f"1{zlib.crc32(prefix.encode()) % 10_000:04d}{i:07d}"
         contacts.append({"profile": {"name": f"Load {i}"}, "wa_id": wa_id})
         messages.append(
-            {
-                "from": wa_id,
-                "id": f"wamid.{prefix}-{i}",
-                "timestamp": str(timestamp),
-                "type": "text",
-                "text": {"body": f"Does it come in colour number {i}?"},
-            }
+            text_message(
+                wa_id=wa_id,
+                wamid=f"wamid.{prefix}-{i}",
+                text=f"Does it come in colour number {i}?",
+                timestamp=timestamp,
+            )
         )
-    return webhook_payload(messages, contacts)
+    return messages_webhook(messages=messages, contacts=contacts)
 
 
 def signed_post(path: str, payload: dict[str, Any], *, app_secret: str) -> Request:

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bench.fakes import FakeOpenAI, FaultPlan
-from webhooks.payloads import text_message_webhook
+from webhooks.payloads import messages_webhook, text_message_webhook
 from webhooks.signatures import sign
 
 DATA = Path(__file__).parent / "data"
@@ -64,27 +64,7 @@ def status_payload(
                 "error_data": {"details": "error details"},
             }
         ]
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": "106540352242922",
-                            },
-                            "statuses": [item],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    return messages_webhook(statuses=[item])
 
 
 def post_signed(client: Client, payload: Any, *, secret: str | None = None, header: str | None = None) -> Any:

@@ -30,6 +30,7 @@ from outbound.services import outbound_config_from_settings
 from outbound.whatsapp import SendResult
 from outbound.worker import Worker
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok
+from webhooks.payloads import messages_webhook, text_message
 
 S = OutboundJob.Status
 MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
@@ -43,19 +44,11 @@ def many_messages_payload(*, count: int, first: int = 0, per_contact: int = 1) -
         wa_id = f"4420{i // per_contact:07d}"
         contacts.append({"profile": {"name": f"C{i}"}, "wa_id": wa_id})
         messages.append(
-            {"from": wa_id, "id": f"wamid.BULK{i}", "timestamp": str(now + i % per_contact),
-             "type": "text", "text": {"body": f"message {i}"}}
-        )  # fmt: skip
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
-        "contacts": contacts,
-        "messages": messages,
-    }
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "1", "changes": [{"field": "messages", "value": value}]}],
-    }
+            text_message(
+                wa_id=wa_id, wamid=f"wamid.BULK{i}", text=f"message {i}", timestamp=now + i % per_contact
+            )
+        )
+    return messages_webhook(messages=messages, contacts=contacts)
 
 
 def counting_graph(mock: responses.RequestsMock) -> Counter[str]:

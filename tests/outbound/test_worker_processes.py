@@ -22,7 +22,7 @@ from django.utils import timezone
 from bench import harness
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from outbound.models import OutboundJob
-from webhooks.payloads import parse_webhook
+from webhooks.payloads import messages_webhook, parse_webhook
 from webhooks.services import webhook_ingest
 
 STALE_SECONDS = 2
@@ -150,32 +150,14 @@ def test_kill_9_while_generating_loses_nothing_and_sends_once(fakes, tmp_path):
 
 def meta_status_webhook(request: dict[str, Any]) -> dict[str, Any]:
     """What Meta sends after accepting a message: a `sent` status echoing our biz_opaque_callback_data."""
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {"phone_number_id": "106540352242922"},
-                            "statuses": [
-                                {
-                                    "id": request["answer"]["messages"][0]["id"],
-                                    "status": "sent",
-                                    "timestamp": str(int(request["arrived"])),
-                                    "recipient_id": request["body"]["to"].lstrip("+"),
-                                    "biz_opaque_callback_data": request["body"]["biz_opaque_callback_data"],
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
+    status = {
+        "id": request["answer"]["messages"][0]["id"],
+        "status": "sent",
+        "timestamp": str(int(request["arrived"])),
+        "recipient_id": request["body"]["to"].lstrip("+"),
+        "biz_opaque_callback_data": request["body"]["biz_opaque_callback_data"],
     }
+    return messages_webhook(statuses=[status])
 
 
 def test_kill_9_while_sending_never_resends_a_message_that_reached_meta(fakes, tmp_path):
