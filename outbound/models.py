@@ -43,6 +43,10 @@ class OutboundJobQuerySet(models.QuerySet["OutboundJob"]):
             next_attempt_at__lte=now or timezone.now(),
         )
 
+    def claimable(self, now: datetime | None = None) -> OutboundJobQuerySet:
+        """Due jobs of contacts that have no job in flight: what a claim may take (one reply at a time)."""
+        return self.due(now).exclude(contact__outbound_jobs__claim_token__isnull=False)
+
     def open(self) -> OutboundJobQuerySet:
         """Jobs still waiting for the worker, claimed or not."""
         return self.filter(status__in=[*OutboundJob.CLAIMABLE_STATUSES, OutboundJob.Status.GENERATING])

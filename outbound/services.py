@@ -179,7 +179,7 @@ def outbound_jobs_claim(
     claimed: list[OutboundJob] = []
     with transaction.atomic():
         candidates = list(
-            OutboundJob.objects.due(now)
+            OutboundJob.objects.claimable(now)
             .exclude(pk__in=exclude)
             .select_for_update(skip_locked=True)
             .order_by("next_attempt_at", "pk")
@@ -193,6 +193,7 @@ def outbound_jobs_claim(
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)
         )
+        # Again under the contact locks: a claim committed since the candidates were read is seen now.
         busy = set(
             OutboundJob.objects.in_flight().filter(contact_id__in=locked).values_list("contact_id", flat=True)
         )
@@ -216,12 +217,7 @@ def outbound_jobs_claimable_exist(*, exclude_ids: Iterable[int] = ()) -> bool:
     A claim can come back empty while such jobs exist, when another claimer's transaction held their rows
     for a moment; a run must not mistake that for "nothing is due".
     """
-    return (
-        OutboundJob.objects.due()
-        .exclude(pk__in=set(exclude_ids))
-        .exclude(contact__outbound_jobs__claim_token__isnull=False)
-        .exists()
-    )
+    return OutboundJob.objects.claimable().exclude(pk__in=set(exclude_ids)).exists()
 
 
 def _lock_open_jobs(*, contact_ids: list[int]) -> dict[int, list[OutboundJob]]:

@@ -56,6 +56,20 @@ def test_at_most_one_job_per_contact_in_flight(inbound):
     assert (row.status, row.claim_token) == (S.PENDING, None)
 
 
+def test_waiting_jobs_of_busy_contacts_do_not_hide_other_due_jobs(inbound):
+    # Five customers each have a reply in flight and an older follow-up waiting; a sixth customer's job is the
+    # newest due job. A claim looks at a window of the oldest due jobs: the busy ones must not fill it.
+    now = timezone.now()
+    for i in range(5):
+        inbound(wa_id=f"1555200{i:04d}", at=now - timedelta(minutes=20 - i))
+    assert len(outbound_jobs_claim(limit=5, worker_id="w1")) == 5
+    for i in range(5):
+        inbound(wa_id=f"1555200{i:04d}", at=now - timedelta(minutes=10 - i))
+    OutboundJob.objects.filter(status=S.PENDING).update(next_attempt_at=now - timedelta(minutes=5))
+    free = inbound(wa_id="15552009999", at=now - timedelta(minutes=1))
+    assert [job.pk for job in outbound_jobs_claim(limit=1, worker_id="w2")] == [free.pk]
+
+
 def test_folding_keeps_the_newest_and_supersedes_older_jobs(inbound):
     now = timezone.now()
     jobs = [inbound(body=str(i), at=now - timedelta(seconds=30 - i)) for i in range(3)]
