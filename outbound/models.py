@@ -173,7 +173,7 @@ class OutboundJob(models.Model):
         indexes = [
             # The claim query: open, unclaimed, due, oldest first.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["next_attempt_at", "id"],
                 name="outbound_due",
                 condition=Q(status__in=["PENDING", "READY_TO_SEND"], claim_token__isnull=True),
             ),
