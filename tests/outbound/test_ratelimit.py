@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbound.ratelimit import SendRateLimiter
+from outbound.services import SEND_RATE_WINDOW_SECONDS, outbound_config_from_settings
 
 
 class FakeClock:
@@ -82,3 +83,23 @@ def test_half_a_send_per_second_means_one_every_two_seconds():
 def test_rate_must_be_positive(rate):
     with pytest.raises(ValueError, match="positive"):
         SendRateLimiter(rate)
+
+
+def test_limiter_from_settings_spaces_windows_with_headroom(settings):
+    # Headroom for the jitter between our clock and Meta's (bench.run_all found a 20/s limit putting 25-29
+    # sends into one second at the fake Graph with an exact 1 s window).
+    settings.OUTBOUND_MAX_SENDS_PER_SECOND = 20
+    limiter = outbound_config_from_settings().rate_limiter
+    clock = FakeClock()
+    start = clock.now
+    limiter._clock, limiter._sleep = clock, clock.sleep
+    times = []
+    for _ in range(60):
+        limiter.acquire()
+        times.append(clock.now - start)
+    assert times[:20] == [0.0] * 20
+    # Each send is at least the window (1 s + headroom) after the send 20 places before it.
+    gaps = [later - earlier for earlier, later in zip(times, times[20:], strict=False)]
+    assert min(gaps) >= SEND_RATE_WINDOW_SECONDS > 1.05
+    # ...and the headroom is not a throttle: still 20 sends per window.
+    assert times[20] < 1.2

@@ -69,6 +69,29 @@ def counting_graph(mock: responses.RequestsMock) -> Counter[str]:
     return sends
 
 
+def run_worker_threads(count: int) -> Counter[str]:
+    """Run `count` Workers at once on threads against a counting Graph mock; return the sends per job key."""
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=120).run()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        sends = counting_graph(mock)
+        threads = [threading.Thread(target=work) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    return sends
+
+
 def subprocess_env(graph: FakeGraph, openai: FakeOpenAI) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -148,25 +171,7 @@ def test_a_run_waits_out_rows_another_claimer_holds_instead_of_ending(inbound, g
 def test_four_worker_threads_send_every_job_exactly_once(webhook, fake_openai):
     assert webhook(many_messages_payload(count=200)).status_code == 200
     assert OutboundJob.objects.filter(status=S.PENDING).count() == 200
-    errors: list[BaseException] = []
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        sends = counting_graph(mock)
-
-        def work() -> None:
-            try:
-                Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=120).run()
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert errors == []
+    sends = run_worker_threads(4)
     assert OutboundJob.objects.filter(status=S.SENT).count() == 200
     keys = {str(k) for k in OutboundJob.objects.values_list("key", flat=True)}
     assert set(sends) == keys
@@ -179,24 +184,7 @@ def test_four_worker_threads_send_every_job_exactly_once(webhook, fake_openai):
 def test_threads_on_bursts_fold_without_deadlocks(webhook, fake_openai):
     # 40 customers with 3 messages each: the claimers fold and lock the same contacts' rows concurrently.
     assert webhook(many_messages_payload(count=120, per_contact=3)).status_code == 200
-    errors: list[BaseException] = []
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        sends = counting_graph(mock)
-
-        def work() -> None:
-            try:
-                Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=120).run()
-            except BaseException as exc:
-                errors.append(exc)
-            finally:
-                connections.close_all()
-
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert errors == []
+    sends = run_worker_threads(4)
     assert OutboundJob.objects.filter(status=S.SENT).count() == 40
     assert OutboundJob.objects.filter(status=S.SUPERSEDED).count() == 80
     assert sum(sends.values()) == 40
