@@ -9,7 +9,7 @@ from config.settings import *  # noqa: F403
 from config.settings import BASE_DIR, DATABASES
 
 SECRET_KEY = "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-WHATSAPP_APP_SECRET = "test-app-secret"
+WHATSAPP_APP_SECRET = "test-app-secret-0123456789"
 WHATSAPP_VERIFY_TOKEN = "test-verify-token"
 WHATSAPP_ACCESS_TOKEN = "EAAtestaccesstoken0123456789abcdef"
 WHATSAPP_PHONE_NUMBER_ID = "106540352242922"

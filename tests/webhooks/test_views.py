@@ -9,6 +9,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.conf import settings
 from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
@@ -102,7 +103,9 @@ def _body(payload: Any) -> bytes:
 @pytest.mark.django_db
 def test_good_signature_is_stored(client, no_network):
     body = _body(load("message_text.json"))
-    response = _post(client, body, HTTP_X_HUB_SIGNATURE_256=sign(body=body, app_secret="test-app-secret"))
+    response = _post(
+        client, body, HTTP_X_HUB_SIGNATURE_256=sign(body=body, app_secret=settings.WHATSAPP_APP_SECRET)
+    )
     assert response.status_code == 200
     assert counts() == (1, 1, 1)
 
@@ -119,9 +122,9 @@ def test_missing_signature_is_401_and_stores_nothing(client):
     "make_header",
     [
         lambda body: sign(body=body, app_secret="another-secret"),
-        lambda body: sign(body=body, app_secret="test-app-secret").replace("sha256=", "sha1="),
-        lambda body: sign(body=body, app_secret="test-app-secret").removeprefix("sha256="),
-        lambda body: sign(body=body + b" ", app_secret="test-app-secret"),
+        lambda body: sign(body=body, app_secret=settings.WHATSAPP_APP_SECRET).replace("sha256=", "sha1="),
+        lambda body: sign(body=body, app_secret=settings.WHATSAPP_APP_SECRET).removeprefix("sha256="),
+        lambda body: sign(body=body + b" ", app_secret=settings.WHATSAPP_APP_SECRET),
         lambda body: "sha256=" + "0" * 64,
         lambda body: "sha256=",
     ],
@@ -137,7 +140,7 @@ def test_wrong_signature_is_403_and_stores_nothing(client, make_header):
 @pytest.mark.django_db
 def test_body_changed_after_signing_is_403(client):
     body = _body(text_payload(wamid="wamid.A", timestamp=T0, body="pay 10"))
-    header = sign(body=body, app_secret="test-app-secret")
+    header = sign(body=body, app_secret=settings.WHATSAPP_APP_SECRET)
     tampered = body.replace(b"pay 10", b"pay 99")
     assert _post(client, tampered, HTTP_X_HUB_SIGNATURE_256=header).status_code == 403
     assert counts() == (0, 0, 0)
@@ -147,7 +150,9 @@ def test_body_changed_after_signing_is_403(client):
 def test_non_ascii_body_signed_correctly_is_stored_verbatim(client):
     payload = text_payload(wamid="wamid.U", timestamp=T0, body="Grüße 👋 你好 a@b", name="Zoë")
     body = json.dumps(payload, ensure_ascii=False).encode()
-    response = _post(client, body, HTTP_X_HUB_SIGNATURE_256=sign(body=body, app_secret="test-app-secret"))
+    response = _post(
+        client, body, HTTP_X_HUB_SIGNATURE_256=sign(body=body, app_secret=settings.WHATSAPP_APP_SECRET)
+    )
     assert response.status_code == 200
     message = InboundMessage.objects.get()
     assert message.text == "Grüße 👋 你好 a@b"
