@@ -3,7 +3,10 @@
 import multiprocessing
 import os
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+# Loopback: the HTTPS proxy in front is the only client. Django trusts the proxy's X-Forwarded-Proto
+# (SECURE_PROXY_SSL_HEADER), so a port open to everyone would let any client claim HTTPS. A platform whose router
+# connects from outside (Heroku, Render, Dokku) sets GUNICORN_BIND=0.0.0.0:$PORT; its router overwrites the header.
+bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 # The usual 2 * CPUs + 1, capped: each worker holds a PostgreSQL connection, and a container often sees
 # the host's CPUs rather than its own share. Requests are short (the webhook stores and answers 200).
 workers = int(os.environ.get("GUNICORN_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 9)))

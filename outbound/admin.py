@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
@@ -222,11 +223,14 @@ class OutboundJobAdmin(admin.ModelAdmin):
     def inbound_message_display(self, job: OutboundJob) -> SafeString:
         message = job.inbound_message
         url = reverse("admin:webhooks_inboundmessage_change", args=[message.pk])
+        # Formatted before format_html: it escapes every argument into a string, which takes no date format
+        # spec, and the admin shows a display method's exception as a silent "-".
+        sent = timezone.localtime(message.timestamp).strftime("%Y-%m-%d %H:%M:%S")
         return format_html(
-            '<a href="{}">{} message of {:%Y-%m-%d %H:%M:%S}</a>{}',
+            '<a href="{}">{} message of {}</a>{}',
             url,
             message.type,
-            message.timestamp,
+            sent,
             _pre(message.text) if message.text else "",
         )
 

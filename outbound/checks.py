@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.staticfiles.storage import ManifestFilesMixin
 from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
+from django.core.files.storage import storages
 
 REQUIRED_IN_PRODUCTION = (
     (
@@ -25,6 +28,15 @@ REQUIRED_IN_PRODUCTION = (
 )
 
 
+# Secrets anyone can read: the values `.env.example` ships with (tests/test_checks.py keeps this in step with the
+# file) and Django's own placeholder prefix. With DEBUG off each is refused as if it were unset.
+PUBLIC_EXAMPLE_VALUES = frozenset({"dev-app-secret", "dev-verify-token"})
+INSECURE_PREFIX = "django-insecure"
+# Shorter secrets can be guessed or brute-forced offline from one signed webhook.
+SECRET_MIN_LENGTH = 16
+SECRETS = ("SECRET_KEY", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
+
+
 @register(Tags.security, deploy=False)
 def check_required_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if settings.DEBUG:
@@ -34,6 +46,7 @@ def check_required_settings(app_configs: Any = None, **kwargs: Any) -> list[Erro
         for name, what in REQUIRED_IN_PRODUCTION
         if not _is_set(name)
     ]
+    errors += [error for name in SECRETS if _is_set(name) and (error := _weak_secret(name)) is not None]
     if settings.OUTBOUND_REPLY_GENERATOR == "openai" and not settings.OPENAI_API_KEY:
         errors.append(
             Error(
@@ -43,6 +56,31 @@ def check_required_settings(app_configs: Any = None, **kwargs: Any) -> list[Erro
             )
         )
     return errors
+
+
+def _weak_secret(name: str) -> Error | None:
+    value = str(getattr(settings, name))
+    hint = (
+        f"Set {name} to a long random value of your own, e.g. "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        + (" (and the same in Meta's webhook configuration)." if name == "WHATSAPP_VERIFY_TOKEN" else ".")
+    )
+    if name == "WHATSAPP_APP_SECRET":
+        hint = f"Set {name} to your app's secret from Meta's App Dashboard → Basic settings."
+    if value in PUBLIC_EXAMPLE_VALUES or value.startswith(INSECURE_PREFIX):
+        return Error(
+            f"{name} is a public example value, refused with DEBUG off: anyone could use it to forge "
+            "webhooks or sessions.",
+            hint=hint,
+            id="outbound.E005",
+        )
+    if len(value) < SECRET_MIN_LENGTH:
+        return Error(
+            f"{name} is shorter than {SECRET_MIN_LENGTH} characters, refused with DEBUG off.",
+            hint=hint,
+            id="outbound.E005",
+        )
+    return None
 
 
 def _is_set(name: str) -> bool:
@@ -91,3 +129,22 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if settings.OUTBOUND_RETRY_BASE_SECONDS < 0:
         errors.append(Error("OUTBOUND_RETRY_BASE_SECONDS must not be negative.", id="outbound.E004"))
     return errors
+
+
+@register(Tags.staticfiles, deploy=True)
+def check_static_files_collected(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """With the manifest storage (DEBUG off), every admin page is a 500 until `collectstatic` has run."""
+    storage = storages["staticfiles"]
+    if not isinstance(storage, ManifestFilesMixin):
+        return []
+    manifest = Path(settings.STATIC_ROOT) / storage.manifest_name
+    if manifest.is_file():
+        return []
+    return [
+        Error(
+            f"Static files are not collected: {manifest} does not exist, so every admin page would fail.",
+            hint="Run `python manage.py collectstatic --noinput` (the Procfile's web line does) before starting "
+            "the web server, with the same STATIC_ROOT.",
+            id="outbound.E006",
+        )
+    ]

@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import pytest
 from django.core.checks import Error
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
-from outbound.checks import check_required_settings
+from outbound.checks import PUBLIC_EXAMPLE_VALUES, SECRETS, check_required_settings
 
 REQUIRED = [
     "SECRET_KEY",
@@ -68,3 +70,43 @@ def test_debug_on_no_such_error(settings, name):
 
 def test_check_passes_with_everything_set(production):
     call_command("check")
+
+
+def _example_env() -> dict[str, str]:
+    lines = (Path(__file__).resolve().parent.parent / ".env.example").read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def test_every_secret_shipped_in_env_example_is_refused(production):
+    example = _example_env()
+    shipped = {name: example[name] for name in SECRETS if example.get(name)}
+    assert shipped, ".env.example ships no secret values: nothing to check"
+    for name, value in shipped.items():
+        setattr(production, name, value)
+    errors = check_required_settings()
+    assert sorted((e.id, e.msg.split()[0]) for e in errors) == sorted(("outbound.E005", n) for n in shipped)
+    assert set(shipped.values()) <= PUBLIC_EXAMPLE_VALUES
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_a_secret_shorter_than_16_characters_is_refused(production, name):
+    setattr(production, name, "x" * 15)
+    [error] = check_required_settings()
+    assert error.id == "outbound.E005"
+    assert error.msg == f"{name} is shorter than 16 characters, refused with DEBUG off."
+    setattr(production, name, "x" * 16)
+    assert check_required_settings() == []
+
+
+def test_django_insecure_placeholder_key_is_refused(production):
+    production.SECRET_KEY = "django-insecure-" + "k" * 50
+    [error] = check_required_settings()
+    assert (error.id, error.msg.split()[0]) == ("outbound.E005", "SECRET_KEY")
+
+
+def test_weak_secrets_are_allowed_with_debug_on(settings):
+    settings.DEBUG = True
+    settings.WHATSAPP_APP_SECRET = "dev-app-secret"
+    settings.SECRET_KEY = "short"
+    assert check_required_settings() == []

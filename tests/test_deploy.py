@@ -24,8 +24,8 @@ PRODUCTION = {
     "SECRET_KEY": "deploy-test-" + "k" * 50,
     "ALLOWED_HOSTS": "wa.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://wa.example.com",
-    "WHATSAPP_APP_SECRET": "app-secret",
-    "WHATSAPP_VERIFY_TOKEN": "verify-token",
+    "WHATSAPP_APP_SECRET": "deploy-test-app-secret-0123456789",
+    "WHATSAPP_VERIFY_TOKEN": "deploy-test-verify-token",
     "WHATSAPP_ACCESS_TOKEN": "EAAdeploytest",
     "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
     "OPENAI_API_KEY": "sk-deploy-test",
@@ -34,15 +34,19 @@ PRODUCTION = {
 }
 
 
-def manage(*args: str, tmp_path: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+def manage(
+    *args: str, tmp_path: Path, unset: tuple[str, ...] = (), **overrides: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(tmp_path),
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "STATIC_ROOT": str(tmp_path / "static"),
         **PRODUCTION,
     }
-    # Empty, not absent: a developer's .env must not fill the gap (real variables win over .env).
     env.update(overrides)
+    for name in unset:
+        env.pop(name)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -56,9 +60,53 @@ def manage(*args: str, tmp_path: Path, **overrides: str) -> subprocess.Completed
 
 @pytest.mark.slow
 def test_check_deploy_reports_nothing(tmp_path):
+    collected = manage("collectstatic", "--noinput", "--verbosity", "0", tmp_path=tmp_path)
+    assert collected.returncode == 0, collected.stderr
     result = manage("check", "--deploy", "--fail-level", "WARNING", tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "System check identified no issues (0 silenced)." in result.stdout
+    assert "System check identified no issues (2 silenced)." in result.stdout  # HSTS subdomains, preload
+
+
+@pytest.mark.slow
+def test_check_deploy_names_collectstatic_when_static_files_are_missing(tmp_path):
+    result = manage("check", "--deploy", tmp_path=tmp_path)
+    assert result.returncode == 1
+    assert "(outbound.E006) Static files are not collected" in result.stderr
+    assert "python manage.py collectstatic --noinput" in result.stderr
+    assert "Traceback" not in result.stderr
+    # The worker needs no static files: its command is not blocked by this deployment check.
+    assert manage("check", tmp_path=tmp_path).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("WHATSAPP_APP_SECRET", "dev-app-secret", "is a public example value"),
+        ("WHATSAPP_VERIFY_TOKEN", "dev-verify-token", "is a public example value"),
+        ("SECRET_KEY", "django-insecure-copied-from-a-tutorial-0123456789", "is a public example value"),
+        ("WHATSAPP_APP_SECRET", "short-secret", "is shorter than 16 characters"),
+    ],
+)
+def test_a_public_or_short_secret_is_refused_naming_it(tmp_path, name, value, message):
+    result = manage("check", tmp_path=tmp_path, **{name: value})
+    assert result.returncode == 1
+    assert f"(outbound.E005) {name} {message}" in result.stderr
+    assert value not in result.stderr  # the refused secret itself is not printed
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_with_debug_off_a_leftover_env_file_is_not_read(tmp_path):
+    # `make run` left a .env with the example secret; production sets DEBUG=false but forgets the secret.
+    env_file = tmp_path / ".env"
+    env_file.write_text("DEBUG=true\nWHATSAPP_APP_SECRET=a-long-enough-leftover-secret\n")
+    result = manage("check", tmp_path=tmp_path, unset=("WHATSAPP_APP_SECRET",), ENV_FILE=str(env_file))
+    assert result.returncode == 1
+    assert "(outbound.E001) WHATSAPP_APP_SECRET is not set." in result.stderr
+    # Without DEBUG in the real environment, the developer's .env is read as before.
+    dev = manage("check", tmp_path=tmp_path, unset=("DEBUG", "WHATSAPP_APP_SECRET"), ENV_FILE=str(env_file))
+    assert dev.returncode == 0, dev.stderr
 
 
 @pytest.mark.slow
@@ -143,5 +191,5 @@ def test_the_procfile_web_line_serves_the_admin_with_its_css(tmp_path):
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()
-    assert "Listening at: http://0.0.0.0:" in output
+    assert f"Listening at: http://127.0.0.1:{port}" in output  # loopback: only the proxy reaches it
     assert '"GET /static/admin/css/base.css HTTP/1.1" 200' in output

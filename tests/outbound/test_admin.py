@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -217,6 +217,53 @@ def test_job_page_shows_reply_errors_response_and_conversation(admin_client):
     assert 'name="_save"' not in html
     assert 'name="_continue"' not in html
     assert "deletelink" not in html
+
+
+def field_box(html: str, name: str) -> str:
+    """The rendered read-only value of one field on an admin change page."""
+    start = html.index(f'<div class="form-row field-{name}')
+    return html[start : html.index("</div>\n", html.index('<div class="readonly">', start))]
+
+
+def test_job_page_answers_field_links_the_message_with_its_time(admin_client, settings):
+    settings.TIME_ZONE = "Europe/Lisbon"
+    job = make_job(text="Do you ship to Lisbon?", at=datetime(2026, 7, 1, 9, 30, 5, tzinfo=UTC))
+    box = field_box(admin_client.get(change_url(job)).content.decode(), "inbound_message_display")
+    url = reverse("admin:webhooks_inboundmessage_change", args=[job.inbound_message_id])
+    # 09:30:05 UTC is 10:30:05 in Lisbon in July: the admin's time zone, as every other date on the page.
+    assert f'<a href="{url}">text message of 2026-07-01 10:30:05</a>' in box
+    assert '<pre class="job-pre">Do you ship to Lisbon?</pre>' in box
+
+
+def admin_display_methods() -> list[tuple[str, str]]:
+    """Every read-only callable field of every admin page: the admin shows their exceptions as a silent '-'."""
+    from django.contrib import admin as django_admin
+
+    found = []
+    for model, model_admin in django_admin.site._registry.items():
+        if model._meta.app_label not in ("outbound", "webhooks"):
+            continue
+        for name in model_admin.readonly_fields:
+            if callable(getattr(model_admin, name, None)):
+                found.append((str(model._meta.model_name), name))
+    return found
+
+
+@pytest.mark.parametrize(("model_name", "method"), admin_display_methods())
+def test_every_display_method_renders_without_raising(model_name, method):
+    from django.contrib import admin as django_admin
+
+    job = make_job(
+        status=S.FAILED,
+        content="Yes: green & blue.",
+        error_log=ERROR_LOG,
+        send_response={"messages": [{"id": "wamid.X"}]},
+    )
+    objects = {"outboundjob": job, "contact": job.contact, "inboundmessage": job.inbound_message}
+    model_admin = next(a for m, a in django_admin.site._registry.items() if m._meta.model_name == model_name)
+    # Called directly, an exception fails the test instead of turning into the admin's empty value.
+    value = getattr(model_admin, method)(objects[model_name])
+    assert str(value).strip() not in ("", "-")
 
 
 def test_job_page_offers_the_buttons_that_apply(admin_client):

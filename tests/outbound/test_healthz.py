@@ -16,12 +16,12 @@ pytestmark = pytest.mark.django_db
 URL = reverse("healthz")
 
 
-def test_healthy(client, settings):
+def test_healthy(admin_client, settings):
     settings.OUTBOUND_HEALTH_MAX_AGE_SECONDS = 180
     WorkerHeartbeat.objects.create(worker_id="old-host", last_finished_at=timezone.now() - timedelta(days=3))
     WorkerHeartbeat.objects.create(worker_id="web-1", last_finished_at=timezone.now() - timedelta(seconds=20))
     make_job(status=OutboundJob.Status.PENDING)
-    response = client.get(URL)
+    response = admin_client.get(URL)
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
@@ -43,10 +43,22 @@ def test_no_worker_run_yet(client):
     }
 
 
-def test_stale_worker(client, settings):
+def test_anonymous_callers_are_not_told_the_worker_host(client, django_user_model, settings):
+    settings.OUTBOUND_HEALTH_MAX_AGE_SECONDS = 180
+    WorkerHeartbeat.objects.create(worker_id="db-host-7.internal", last_finished_at=timezone.now())
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert "worker" not in response.json()
+    assert b"db-host-7" not in response.content
+    # A logged-in user who is not staff is no better than anonymous.
+    client.force_login(django_user_model.objects.create_user("clerk", password="x"))
+    assert b"db-host-7" not in client.get(URL).content
+
+
+def test_stale_worker(admin_client, settings):
     settings.OUTBOUND_HEALTH_MAX_AGE_SECONDS = 180
     WorkerHeartbeat.objects.create(worker_id="web-1", last_finished_at=timezone.now() - timedelta(minutes=10))
-    response = client.get(URL)
+    response = admin_client.get(URL)
     assert response.status_code == 503
     body = response.json()
     assert body["reason"] == "no worker run finished in the last 0:03:00"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from io import StringIO
 
@@ -76,4 +77,47 @@ def test_an_unreachable_server_is_a_clear_error():
     with pytest.raises(
         CommandError, match=rf"Could not connect to http://127.0.0.1:{port}/webhooks/whatsapp/"
     ):
+        simulate("Hello", url=f"http://127.0.0.1:{port}")
+
+
+def test_several_texts_are_one_burst_answered_by_one_reply(live_server, settings):
+    settings.OUTBOUND_SENDER = "console"
+    settings.OUTBOUND_REPLY_GENERATOR = "offline"
+    out = simulate("Hi", "Do you ship to Lisbon?", "And to Porto?", url=live_server.url)
+    assert f"POST {live_server.url}/webhooks/whatsapp/ → 200 ok" in out
+    assert "Stored 3 messages" in out
+    assert "answers them with one reply" in out
+    texts = list(InboundMessage.objects.order_by("timestamp", "pk").values_list("text", flat=True))
+    assert texts == ["Hi", "Do you ship to Lisbon?", "And to Porto?"]
+    assert OutboundJob.objects.count() == 3
+    call_command("run_outbound_jobs", max_runtime=10, stdout=StringIO())
+    statuses = sorted(OutboundJob.objects.values_list("status", flat=True))
+    assert statuses == [OutboundJob.Status.SENT, OutboundJob.Status.SUPERSEDED, OutboundJob.Status.SUPERSEDED]
+    sent = OutboundJob.objects.get(status=OutboundJob.Status.SENT)
+    assert sent.inbound_message.text == "And to Porto?"  # the newest message's job answers the burst
+
+
+def test_the_message_goes_to_the_first_number_the_server_serves(live_server, settings, monkeypatch):
+    import requests
+
+    settings.WHATSAPP_PHONE_NUMBER_ID = "111222333444555, 106540352242922"
+    sent_bodies: list[bytes] = []
+    real_post = requests.post
+
+    def spy(url, *, data, **kwargs):
+        sent_bodies.append(data)
+        return real_post(url, data=data, **kwargs)
+
+    monkeypatch.setattr("webhooks.management.commands.simulate_inbound.requests.post", spy)
+    simulate("Hello", url=live_server.url)
+    [body] = sent_bodies
+    value = json.loads(body)["entry"][0]["changes"][0]["value"]
+    assert value["metadata"]["phone_number_id"] == "111222333444555"
+
+
+def test_an_unreachable_port_says_how_to_point_at_another_one():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(CommandError, match=r"pass --url http://127.0.0.1:8123"):
         simulate("Hello", url=f"http://127.0.0.1:{port}")

@@ -16,10 +16,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from webhooks.payloads import text_message_webhook
+from webhooks.payloads import messages_webhook, text_message
 from webhooks.signatures import sign
 
 DEFAULT_PHONE_NUMBER_ID = "106540352242922"
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def phone_number(value: str) -> str:
@@ -33,11 +34,16 @@ class Command(BaseCommand):
     help = "POST a signed WhatsApp text-message webhook to a running server, exactly as Meta would."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("text", help="what the customer writes")
+        parser.add_argument(
+            "text",
+            nargs="+",
+            help="what the customer writes; several texts go in one webhook, as a burst of messages (one reply "
+            "answers them all)",
+        )
         parser.add_argument(
             "--url",
-            default="http://127.0.0.1:8000",
-            help="the running server (default http://127.0.0.1:8000)",
+            default=DEFAULT_URL,
+            help=f"the running server (default {DEFAULT_URL}; `make run PORT=8123` needs --url http://127.0.0.1:8123)",
         )
         parser.add_argument(
             "--from",
@@ -56,14 +62,19 @@ class Command(BaseCommand):
                 "WHATSAPP_APP_SECRET is not set, so the webhook cannot be signed and the server would refuse it. "
                 "Set it (in .env or the environment) to the same value the server uses."
             )
-        wamid = f"wamid.SIMULATED-{uuid.uuid4().hex}"
-        payload = text_message_webhook(
-            wa_id=options["wa_id"],
-            name=options["name"],
-            text=options["text"],
-            wamid=wamid,
-            timestamp=int(time.time()),
-            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID or DEFAULT_PHONE_NUMBER_ID,
+        wamids = [f"wamid.SIMULATED-{uuid.uuid4().hex}" for _ in options["text"]]
+        now = int(time.time())
+        wa_id = options["wa_id"]
+        payload = messages_webhook(
+            # One second apart, oldest first, as a customer typing several messages in a row.
+            messages=[
+                text_message(wa_id=wa_id, wamid=wamid, text=text, timestamp=now - len(wamids) + 1 + i)
+                for i, (wamid, text) in enumerate(zip(wamids, options["text"], strict=True))
+            ],
+            contacts=[{"profile": {"name": options["name"]}, "wa_id": wa_id}],
+            # The first number the server serves: a webhook for any other number is ignored.
+            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.split(",")[0].strip()
+            or DEFAULT_PHONE_NUMBER_ID,
         )
         body = json.dumps(payload).encode()
         url = options["url"].rstrip("/") + reverse("whatsapp-webhook")
@@ -80,7 +91,7 @@ class Command(BaseCommand):
         except requests.ConnectionError as exc:
             raise CommandError(
                 f"Could not connect to {url} ({type(exc).__name__}). Is the server running? `make run` starts it; "
-                "--url points elsewhere."
+                "if it serves another port (`make run PORT=8123`), pass --url http://127.0.0.1:8123."
             ) from exc
         except requests.Timeout as exc:
             raise CommandError(f"{url} did not answer within {options['timeout']} seconds.") from exc
@@ -98,9 +109,13 @@ class Command(BaseCommand):
                     f"OUTBOUND_SENDER={settings.OUTBOUND_SENDER}: the reply will really be sent to +{options['wa_id']}."
                 )
             )
+        stored = (
+            f"message {wamids[0]}" if len(wamids) == 1 else f"{len(wamids)} messages ({', '.join(wamids)})"
+        )
+        answer = "it" if len(wamids) == 1 else "them with one reply"
         self.stdout.write(
             self.style.SUCCESS(
-                f"Stored message {wamid} from +{options['wa_id']}. The worker answers it within seconds: "
+                f"Stored {stored} from +{wa_id}. The worker answers {answer} within seconds: "
                 f"{options['url'].rstrip('/')}/admin/outbound/outboundjob/"
             )
         )
