@@ -1,7 +1,9 @@
 """Fake Meta Graph and OpenAI HTTP servers on loopback, shared by the benchmarks and the fault tests.
 
 Both are real HTTP servers (ThreadingHTTPServer) with configurable latency and error rates, so the worker
-under test goes through its real clients: `requests` for Graph, the OpenAI SDK for the model.
+under test goes through its real clients: `requests` for Graph, the OpenAI SDK for the model. Given a
+certificate (`self_signed_certificate`), a fake speaks HTTPS instead: a client that does not trust the
+certificate fails the TLS handshake, as it would behind an intercepting proxy.
 
     python -m bench.fakes --graph-port 8701 --openai-port 8702 --graph-latency 0.05 --openai-latency 0.2
 """
@@ -11,7 +13,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
+import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -19,6 +25,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Self
 
 
@@ -34,6 +41,9 @@ class FaultPlan:
     scripted: list[tuple[Any, ...]] = field(default_factory=list)
     # Close the connection without answering (a lost response) for this many requests, after handling them.
     drop_responses: int = 0
+    # HTTPS fakes only: answer with a broken TLS record (the request arrived, TLS broke on the way back) for
+    # this many requests, after handling them.
+    corrupt_responses: int = 0
 
 
 class _Server(ThreadingHTTPServer):
@@ -42,8 +52,9 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client killed mid-request (the crash tests do it on purpose) is not the fake's error.
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        # A client killed mid-request (the crash tests do it on purpose), or one refusing our certificate, is
+        # not the fake's error.
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             return
         super().handle_error(request, client_address)
 
@@ -51,7 +62,14 @@ class _Server(ThreadingHTTPServer):
 class FakeServer:
     """Base: starts on 127.0.0.1 (port 0 picks a free one), records requests, runs until `stop()`."""
 
-    def __init__(self, port: int = 0, plan: FaultPlan | None = None, seed: int = 1) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        plan: FaultPlan | None = None,
+        seed: int = 1,
+        *,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.plan = plan or FaultPlan()
         self.lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
@@ -75,9 +93,11 @@ class FakeServer:
                     body = json.loads(raw or b"{}")
                 except ValueError:
                     body = {}
-                status, answer, drop = outer.handle(self.path, dict(self.headers), body)
-                if drop:
+                status, answer, fate = outer.handle(self.path, dict(self.headers), body)
+                if fate != "answer":
                     self.close_connection = True
+                    if fate == "corrupt":
+                        self._write_broken_tls_record()
                     return
                 data = json.dumps(answer).encode()
                 self.send_response(status)
@@ -88,12 +108,25 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _write_broken_tls_record(self) -> None:
+                # An application-data record whose MAC cannot check out, written past the TLS layer.
+                with socket.socket(fileno=os.dup(self.connection.fileno())) as raw:
+                    raw.sendall(b"\x17\x03\x03\x00\x20" + bytes(32))
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = _Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile=tls[0], keyfile=tls[1])
+            # The handshake happens on the handler's first read, in its own thread, not in the accept loop.
+            self.server.socket = context.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self) -> Self:
@@ -125,7 +158,8 @@ class FakeServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def handle(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any, bool]:
+    def handle(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any, str]:
+        """Record the request and decide the answer: (status, body, "answer" | "drop" | "corrupt")."""
         arrived = time.time()
         with self.lock:
             self.arrived += 1
@@ -134,10 +168,13 @@ class FakeServer:
         with self.lock:
             scripted = self.plan.scripted.pop(0) if self.plan.scripted else None
             random_error = scripted is None and self.rng.random() < self.plan.error_rate
-            drop = False
+            fate = "answer"
             if scripted is None and not random_error and self.plan.drop_responses > 0:
                 self.plan.drop_responses -= 1
-                drop = True
+                fate = "drop"
+            elif scripted is None and not random_error and self.plan.corrupt_responses > 0:
+                self.plan.corrupt_responses -= 1
+                fate = "corrupt"
         if scripted is not None:
             status, answer = scripted[0], scripted[1]
             if len(scripted) > 2:
@@ -154,11 +191,12 @@ class FakeServer:
                     "body": body,
                     "arrived": arrived,
                     "status": status,
-                    "dropped": drop,
+                    "dropped": fate == "drop",
+                    "corrupted": fate == "corrupt",
                     "answer": answer,
                 }
             )
-        return status, answer, drop
+        return status, answer, fate
 
     def success(self, body: dict[str, Any]) -> Any:
         raise NotImplementedError
@@ -186,7 +224,7 @@ class FakeGraph(FakeServer):
 
     # What the tests and benchmarks count
     def accepted(self) -> list[dict[str, Any]]:
-        """Requests that Meta accepted (status 200), dropped responses included: they reached Meta."""
+        """Requests that Meta accepted (status 200), dropped or corrupted answers included: they reached Meta."""
         with self.lock:
             return [r for r in self.requests if r["status"] == 200]
 
@@ -221,6 +259,45 @@ def graph_error(
             "fbtrace_id": f"A{uuid.uuid4().hex[:20]}",
         }
     }
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (no CA signed it) and its key, made with the openssl CLI."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def openai_error(
+    status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """OpenAI's error body, e.g. 401 invalid_api_key, 403 unsupported_country_region_territory, 404
+    model_not_found (a `scripted` answer)."""
+    return status, {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 class FakeOpenAI(FakeServer):

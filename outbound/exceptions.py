@@ -7,7 +7,9 @@ OutboundError
 │   └── GraphResponseLost      the request went out but no answer came (the message may have been sent)
 ├── ReplyError                 the model did not give a usable reply
 │   ├── ReplyTransientError    rate limit, timeout, connection, 5xx, empty reply: try again later
-│   └── ReplyPermanentError    authentication, bad request, unknown model: retrying will not help
+│   └── ReplyPermanentError    a request the model refuses (bad request): retrying will not help
+│       └── ReplyConfigurationError  our key or model is wrong (401/403/404): not the job's fault; the
+│                                  error names OPENAI_API_KEY or OPENAI_MODEL
 └── ConfigurationError         a setting is missing or wrong (the error names it)
 """
 
@@ -110,6 +112,17 @@ class ReplyTransientError(ReplyError):
 
 class ReplyPermanentError(ReplyError):
     """Retrying will not help until something is fixed."""
+
+
+class ReplyConfigurationError(ReplyPermanentError):
+    """The provider refused our key (401/403) or does not know our model (404): every job would fail alike.
+
+    `check` names the settings to look at, e.g. "OPENAI_API_KEY"; the worker keeps the job and stops the run.
+    """
+
+    def __init__(self, message: str, *, check: str) -> None:
+        self.check = check
+        super().__init__(message)
 
 
 class ConfigurationError(OutboundError):

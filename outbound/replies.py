@@ -8,13 +8,20 @@ from typing import Literal, Protocol
 
 import openai
 
-from outbound.exceptions import ReplyPermanentError, ReplyTransientError
+from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
 
 logger = logging.getLogger(__name__)
 
 # WhatsApp's limit for a text body (meta-whatsapp-api.md §5.1).
 WHATSAPP_TEXT_LIMIT = 4096
 OFFLINE_LABEL = "[offline demo reply: no OpenAI key is configured]"
+# Answers that say our configuration is wrong, not the job: a revoked or wrong key (401), a key without
+# access to the model or project (403), a model name the provider does not know (404).
+CONFIGURATION_STATUSES = {
+    401: "OPENAI_API_KEY",
+    403: "OPENAI_API_KEY and its access to OPENAI_MODEL",
+    404: "OPENAI_MODEL (and OPENAI_BASE_URL)",
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,10 @@ class OpenAIReplyGenerator:
         except openai.APIStatusError as exc:
             if exc.status_code >= 500 or exc.status_code in (408, 409):
                 raise ReplyTransientError(self._describe(exc), retry_after=_retry_after(exc)) from exc
+            if exc.status_code in CONFIGURATION_STATUSES:
+                raise ReplyConfigurationError(
+                    self._describe(exc), check=CONFIGURATION_STATUSES[exc.status_code]
+                ) from exc
             raise ReplyPermanentError(self._describe(exc)) from exc
         except openai.OpenAIError as exc:
             raise ReplyTransientError(f"OpenAI {type(exc).__name__}: {self._scrub(str(exc))[:200]}") from exc

@@ -24,6 +24,7 @@ from outbound.exceptions import (
     GraphConnectError,
     GraphError,
     GraphResponseLost,
+    ReplyConfigurationError,
     ReplyPermanentError,
     ReplyTransientError,
 )
@@ -377,6 +378,20 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: OutboundConfig) -> str
         return _retry_or_fail(
             job, token, config, phase="generate", error=str(exc), retry_after=exc.retry_after
         )
+    except ReplyConfigurationError as exc:
+        # Our key or model, not this job: every job would fail alike. Keep it, refund the attempt, stop loudly.
+        job.mark_retry(
+            token=token,
+            error=_error_line(job, "generate", str(exc), config),
+            next_attempt_at=timezone.now(),
+            refund_attempt=True,
+        )
+        raise ConfigurationError(
+            redact(
+                f"OpenAI refused our configuration ({exc}): check {exc.check}; the job was kept",
+                config.secrets,
+            )
+        ) from exc
     except ReplyPermanentError as exc:
         job.mark_failed(token=token, error=_error_line(job, "generate", str(exc), config))
         return Outcome.FAILED

@@ -158,6 +158,10 @@ class WhatsAppClient:
             # A connect failure never reached Meta; anything later (read timeout, reset) may have.
             if isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc):
                 raise GraphConnectError(f"could not connect to the Graph API: {type(exc).__name__}") from exc
+            if _is_handshake_failure(exc):
+                raise GraphConnectError(
+                    f"TLS handshake with the Graph API failed (nothing was sent): {_root_cause(exc)[:200]}"
+                ) from exc
             raise GraphResponseLost(f"no answer from the Graph API: {type(exc).__name__}") from exc
         except _NEVER_SENT as exc:
             raise GraphConnectError(f"Graph API request failed: {type(exc).__name__}") from exc
@@ -199,3 +203,39 @@ def _is_connect_failure(exc: Exception) -> bool:
     """requests wraps urllib3's NewConnectionError/NameResolutionError inside ConnectionError."""
     reason = repr(exc.args[0]) if exc.args else ""
     return any(name in reason for name in ("NewConnectionError", "NameResolutionError", "ConnectionRefused"))
+
+
+def _is_handshake_failure(exc: Exception) -> bool:
+    """A TLS failure while connecting (bad or intercepted certificate, protocol mismatch): nothing was sent.
+
+    requests raises the same SSLError when TLS breaks later, while the answer is read (a bad record, say),
+    and by then Meta may have the request. Only an error raised inside urllib3's `connect()`, which does the
+    TCP connect, the handshake and the certificate checks before any request byte, counts as never sent.
+    Should urllib3 ever move the handshake elsewhere, this errs on the safe side: the send is "may have gone".
+    """
+    if not isinstance(exc, requests.exceptions.SSLError):
+        return False
+    for error in _chain(exc):
+        frame = error.__traceback__
+        while frame is not None:
+            code = frame.tb_frame.f_code
+            if code.co_name == "connect" and "urllib3" in code.co_filename:
+                return True
+            frame = frame.tb_next
+    return False
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first."""
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's text, e.g. "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: ..."."""
+    root = _chain(exc)[-1]
+    return f"{type(root).__name__}: {root}"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 
-from django.db import DatabaseError, close_old_connections, connection, connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, connections
 from django.utils import timezone
 
 from outbound.exceptions import ConfigurationError
@@ -32,6 +32,11 @@ from outbound.services import (
 logger = logging.getLogger(__name__)
 
 CONTENDED_RETRY_SECONDS = 0.05
+# How often a busy run reports liveness (WorkerHeartbeat, read by /healthz): far below
+# OUTBOUND_HEALTH_MAX_AGE_SECONDS, so that a long backlog never looks like a dead worker.
+HEARTBEAT_INTERVAL_SECONDS = 5.0
+# What a lost or refused database connection raises (psycopg2 reported a closed one as an InterfaceError).
+DATABASE_DOWN = (DatabaseError, InterfaceError)
 
 
 @dataclass
@@ -81,14 +86,15 @@ class Worker:
         self.fatal: ConfigurationError | None = None
         self._stopping = threading.Event()
         self._started = 0.0
+        self._last_beat = 0.0
+        self._database_down_since: float | None = None
 
     def stop(self) -> None:
         """Finish the jobs in flight, claim nothing more (SIGTERM)."""
         self._stopping.set()
 
     def run(self) -> RunSummary:
-        self._started = time.monotonic()
-        self._recover()
+        self._started = self._last_beat = time.monotonic()
         attempted: set[int] = set()
         pool = (
             ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="outbound")
@@ -96,40 +102,21 @@ class Worker:
             else None
         )
         in_flight: dict[Future[ProcessResult], OutboundJob] = {}
+        recovered = False
         try:
             while not self._stopping.is_set() and not self._time_up():
-                remaining = self._batch_remaining()
-                free = min(self.concurrency - len(in_flight), remaining)
                 try:
-                    jobs = self._claim(free, attempted) if free > 0 else []
-                except DatabaseError:
+                    if not recovered:
+                        self._recover()
+                        recovered = True
+                    if not self._cycle(pool, in_flight, attempted):
+                        break
+                except DATABASE_DOWN:
                     if not self.loop:
                         raise
-                    # A supervisor's worker outlives a database restart: wait, reconnect, carry on.
-                    logger.exception("claim_failed database error; retrying in %ss", self.idle_sleep)
-                    connections.close_all()
-                    self._stopping.wait(self.idle_sleep)
+                    self._wait_for_database()
                     continue
-                for job in jobs:
-                    attempted.add(job.pk)
-                    if pool is None:
-                        self._finish(job, self._process_inline(job))
-                    else:
-                        in_flight[pool.submit(self._process_in_thread, job)] = job
-                if in_flight:
-                    done, _ = wait(in_flight, timeout=0.5 if jobs else 1.0, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        self._finish(in_flight.pop(future), future)
-                elif not jobs:
-                    if remaining <= 0:
-                        break
-                    if outbound_jobs_claimable_exist(exclude_ids=attempted):
-                        # Another claimer held those rows for a moment (SKIP LOCKED): not "none due".
-                        self._stopping.wait(CONTENDED_RETRY_SECONDS)
-                        continue
-                    if not self.loop:
-                        break
-                    self._idle(attempted)
+                self._database_back()
         finally:
             for future in list(in_flight):
                 self._finish(in_flight.pop(future), future)
@@ -137,8 +124,62 @@ class Worker:
                 self._close_thread_connections(pool)
                 pool.shutdown(wait=True)
             self.summary.seconds = time.monotonic() - self._started
-            self._heartbeat()
+            self._final_heartbeat()
         return self.summary
+
+    def _cycle(
+        self,
+        pool: ThreadPoolExecutor | None,
+        in_flight: dict[Future[ProcessResult], OutboundJob],
+        attempted: set[int],
+    ) -> bool:
+        """Claim what fits, start it, collect what finished, idle when nothing is due; False ends the run.
+
+        Every database call of the loop happens in here, so that `run` can guard them all alike.
+        """
+        remaining = self._batch_remaining()
+        free = min(self.concurrency - len(in_flight), remaining)
+        jobs = self._claim(free, attempted) if free > 0 else []
+        for job in jobs:
+            attempted.add(job.pk)
+            if pool is None:
+                self._finish(job, self._process_inline(job))
+            else:
+                in_flight[pool.submit(self._process_in_thread, job)] = job
+        self._beat_if_due()
+        if in_flight:
+            done, _ = wait(in_flight, timeout=0.5 if jobs else 1.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._finish(in_flight.pop(future), future)
+        elif not jobs:
+            if remaining <= 0:
+                return False
+            if outbound_jobs_claimable_exist(exclude_ids=attempted):
+                # Another claimer held those rows for a moment (SKIP LOCKED): not "none due".
+                self._stopping.wait(CONTENDED_RETRY_SECONDS)
+                return True
+            if not self.loop:
+                return False
+            self._idle(attempted)
+        return True
+
+    def _wait_for_database(self) -> None:
+        """--loop: a supervisor's worker outlives a database restart. Log once per outage, reconnect, wait."""
+        if self._database_down_since is None:
+            self._database_down_since = time.monotonic()
+            logger.exception(
+                "database_unavailable; retrying every %ss until it answers (logged once per outage)",
+                self.idle_sleep,
+            )
+        connections.close_all()
+        self._stopping.wait(self.idle_sleep)
+
+    def _database_back(self) -> None:
+        if self._database_down_since is not None:
+            logger.warning(
+                "database_available again after %.1fs", time.monotonic() - self._database_down_since
+            )
+            self._database_down_since = None
 
     # ------------------------------------------------------------------ pieces
     def _time_up(self) -> bool:
@@ -237,6 +278,21 @@ class Worker:
             worker_id=self.host,
             defaults={"last_finished_at": timezone.now(), "last_summary": self.summary.line()[:512]},
         )
+        self._last_beat = time.monotonic()
+
+    def _beat_if_due(self) -> None:
+        """While busy, report liveness every HEARTBEAT_INTERVAL_SECONDS (idle cycles and the run's end do too)."""
+        if time.monotonic() - self._last_beat >= HEARTBEAT_INTERVAL_SECONDS:
+            self._heartbeat()
+
+    def _final_heartbeat(self) -> None:
+        try:
+            self._heartbeat()
+        except DATABASE_DOWN:
+            if not self.loop:
+                raise
+            # Stopping (SIGTERM) while the database is away: nothing was lost, the next start reports in.
+            logger.warning("heartbeat_not_recorded the database is unavailable")
 
 
 def _drop_broken_connection() -> None:

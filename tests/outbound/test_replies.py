@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from bench.fakes import FakeOpenAI, FaultPlan
-from outbound.exceptions import ReplyPermanentError, ReplyTransientError
+from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
 from outbound.replies import (
     WHATSAPP_TEXT_LIMIT,
     OfflineReplyGenerator,
@@ -86,6 +86,29 @@ def test_errors_are_mapped_and_sent_exactly_once(server, status, body, error):
     # max_retries=0: the SDK never retries behind our back; attempts stay honest.
     assert len(server.requests) == 1
     assert f"http={status}" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "check"),
+    [
+        (401, "invalid_api_key", "OPENAI_API_KEY"),
+        (403, "unsupported_country_region_territory", "OPENAI_API_KEY and its access to OPENAI_MODEL"),
+        (404, "model_not_found", "OPENAI_MODEL (and OPENAI_BASE_URL)"),
+    ],
+)
+def test_key_and_model_errors_are_configuration_errors_naming_the_setting(server, status, code, check):
+    server.plan.scripted = [(status, openai_error("refused", "invalid_request_error", code))]
+    with pytest.raises(ReplyConfigurationError) as raised:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert raised.value.check == check
+    assert f"http={status}" in str(raised.value)
+
+
+def test_a_bad_request_is_permanent_but_not_a_configuration_error(server):
+    server.plan.scripted = [(400, openai_error("Invalid 'messages'", "invalid_request_error"))]
+    with pytest.raises(ReplyPermanentError) as raised:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert not isinstance(raised.value, ReplyConfigurationError)
 
 
 def test_retry_after_is_read_from_a_429(server):

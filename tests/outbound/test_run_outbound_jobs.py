@@ -15,6 +15,8 @@ from django.core.management import CommandError
 from django.utils import timezone
 from responses import matchers
 
+from bench.fakes import FakeGraph, self_signed_certificate
+from bench.fakes import openai_error as scripted_openai_error
 from outbound.models import OutboundJob
 from outbound.services import outbound_jobs_claim
 from tests.conftest import status_payload
@@ -267,6 +269,80 @@ def test_190_keeps_the_job_refunds_the_attempt_and_stops_loudly(inbound, graph, 
     assert len(graph.calls) == 1
 
 
+def test_a_tls_handshake_failure_is_retried_with_backoff_not_left_uncertain(
+    inbound, fake_openai, settings, tmp_path, monkeypatch
+):
+    # Meta's certificate is not trusted (an intercepting proxy, say): the handshake fails, nothing was sent.
+    certificate, key = self_signed_certificate(tmp_path)
+    with FakeGraph(tls=(certificate, key)) as meta:
+        settings.WHATSAPP_GRAPH_URL = meta.url
+        job = inbound()
+        before = timezone.now()
+        out = run_jobs()
+        row = fresh(job)
+        assert (row.status, row.attempts, row.content) == (S.READY_TO_SEND, 1, fake_openai.reply)
+        assert (row.claim_token, row.send_started_at) == (None, None)
+        assert row.next_attempt_at > before
+        assert "phase=send TLS handshake with the Graph API failed" in row.error_log
+        assert "CERTIFICATE_VERIFY_FAILED" in row.error_log
+        assert "may have been sent" not in row.error_log
+        assert "retried=1 " in out
+        assert "uncertain=0 " in out
+        assert meta.requests == []
+        # Stale recovery has nothing to hand to staff; once the certificate is trusted, the same job goes out.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate))
+        go_stale(row)
+        make_due(row)
+        out = run_jobs()
+    row = fresh(job)
+    assert (row.status, row.attempts) == (S.SENT, 2)
+    assert "recovered=0 " in out
+    assert len(meta.accepted()) == 1
+    assert len(fake_openai.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "code", "check"),
+    [
+        (401, f"Incorrect API key provided: {OPENAI_KEY}.", "invalid_api_key", "OPENAI_API_KEY"),
+        (403, "Project does not have access to model `gpt-test`.", "model_not_found", "OPENAI_API_KEY"),
+        (
+            404,
+            "The model `gpt-test` does not exist or you do not have access to it.",
+            "model_not_found",
+            "OPENAI_MODEL",
+        ),
+    ],
+)
+def test_a_wrong_openai_key_or_model_keeps_the_jobs_refunds_and_stops_loudly(
+    inbound, graph, fake_openai, status, message, code, check
+):
+    fake_openai.plan.scripted = [scripted_openai_error(status, message, code=code)]
+    first = inbound(wa_id="16505550001")
+    second = inbound(wa_id="16505550002")
+    with pytest.raises(CommandError, match=check) as raised:
+        run_jobs()
+    error = str(raised.value)
+    assert f"http={status}" in error
+    assert "\n" not in error
+    assert OPENAI_KEY not in error
+    rows = [fresh(first), fresh(second)]
+    touched = [row for row in rows if row.error_log]
+    assert len(touched) == 1, "the run stops after the configuration error"
+    job = touched[0]
+    assert (job.status, job.attempts, job.claim_token, job.content) == (S.PENDING, 0, None, "")
+    assert job.next_attempt_at <= timezone.now()
+    assert f"attempt=1 phase=generate OpenAI http={status}" in job.error_log
+    assert OPENAI_KEY not in job.error_log
+    assert len(fake_openai.requests) == 1
+    assert len(graph.calls) == 0
+    # The key (or the model) is fixed: the same jobs are answered.
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    out = run_jobs()
+    assert "sent=2 " in out
+    assert [(row.status, row.attempts) for row in (fresh(first), fresh(second))] == [(S.SENT, 1)] * 2
+
+
 def test_attempts_exhausted_fail(inbound, graph, fake_openai, settings):
     settings.OUTBOUND_MAX_ATTEMPTS = 3
     job = inbound()
@@ -293,11 +369,9 @@ def test_openai_timeout_is_retried(inbound, graph, fake_openai, settings):
     assert len(graph.calls) == 0
 
 
-@pytest.mark.parametrize(
-    ("status", "message"),
-    [(401, f"Incorrect API key provided: {OPENAI_KEY}."), (400, "Invalid 'messages[1].content'")],
-)
-def test_openai_auth_and_request_errors_fail_with_the_reason(inbound, graph, fake_openai, status, message):
+# 401/403/404 (our key or model) are configuration errors: test_a_wrong_openai_key_or_model_keeps_the_jobs_...
+@pytest.mark.parametrize(("status", "message"), [(400, "Invalid 'messages[1].content'")])
+def test_openai_request_errors_fail_with_the_reason(inbound, graph, fake_openai, status, message):
     fake_openai.plan.scripted = [(status, openai_error(message))]
     job = inbound()
     run_jobs()
@@ -469,8 +543,11 @@ def test_secrets_echoed_back_never_reach_the_error_log_logs_or_output(
         (401, openai_error(f"Incorrect API key provided: {OPENAI_KEY}. Find yours at ..."))
     ]
     first = inbound(wa_id="16505550001")
-    run_jobs("-v", "3")
+    with pytest.raises(CommandError) as openai_raised:
+        run_jobs("-v", "3")
     second = inbound(wa_id="16505550002", minutes_ago=60 * 30)
+    # The first job, kept by the OpenAI key error, goes first in the next run (the fake answers now).
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
     graph.post(
         GRAPH_MESSAGES_URL, status=400, json=graph_err(131009, f"Parameter invalid near access_token={TOKEN}")
     )
@@ -486,8 +563,8 @@ def test_secrets_echoed_back_never_reach_the_error_log_logs_or_output(
         assert secret not in logs
         assert secret not in caplog.text
         assert secret not in str(raised.value)
-    assert {fresh(j).status for j in (first, second)} == {S.FAILED}
-    assert fresh(third).status == S.READY_TO_SEND
+        assert secret not in str(openai_raised.value)
+    assert [fresh(j).status for j in (first, second, third)] == [S.SENT, S.FAILED, S.READY_TO_SEND]
 
 
 # ------------------------------------------------------------------------------------------------ the command

@@ -9,6 +9,7 @@ import requests
 import responses
 from responses import matchers
 
+from bench.fakes import FakeGraph, FaultPlan, self_signed_certificate
 from outbound.exceptions import GraphConnectError, GraphError, GraphResponseLost
 from outbound.whatsapp import Recipient, WhatsAppClient
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok
@@ -187,6 +188,38 @@ def test_failures_after_the_request_left_are_lost_responses(client, graph, error
     graph.post(GRAPH_MESSAGES_URL, body=error)
     with pytest.raises(GraphResponseLost):
         client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 that no CA the client trusts has signed."""
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def test_a_certificate_the_client_does_not_trust_is_a_connect_error(certificate):
+    # A bad certificate or an intercepting proxy: the TLS handshake fails before any request byte is sent.
+    with FakeGraph(tls=certificate) as meta:
+        client = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url=meta.url)
+        with pytest.raises(GraphConnectError, match="CERTIFICATE_VERIFY_FAILED") as raised:
+            client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert "TLS handshake" in str(raised.value)
+    assert meta.requests == []
+
+
+def test_tls_breaking_after_the_request_arrived_is_a_lost_response(certificate):
+    # The same requests.SSLError, raised while reading the answer: Meta has the request, so it may have sent.
+    session = requests.Session()
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, wins over `verify`
+    session.verify = str(certificate[0])
+    with FakeGraph(plan=FaultPlan(corrupt_responses=1), tls=certificate) as meta:
+        client = WhatsAppClient(
+            access_token=TOKEN, phone_number_id="106540352242922", base_url=meta.url, session=session
+        )
+        with pytest.raises(GraphResponseLost, match="SSLError"):
+            client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+        assert len(meta.accepted()) == 1
+        # Trusted and answering normally, the same fake accepts the send.
+        assert client.send_text(to=TO, body="x", reply_to=None, callback_data="k").wa_message_id
 
 
 def test_token_echoed_in_an_error_is_never_logged_or_kept(client, graph, caplog):

@@ -8,6 +8,7 @@ never the thing asserted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -21,11 +22,13 @@ from pathlib import Path
 import pytest
 import responses
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import OperationalError, connection, connections, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
-from outbound.models import OutboundJob
+from outbound import worker as worker_module
+from outbound.models import OutboundJob, WorkerHeartbeat
 from outbound.services import outbound_config_from_settings
 from outbound.whatsapp import SendResult
 from outbound.worker import Worker
@@ -138,6 +141,121 @@ def test_one_crashing_job_does_not_stop_the_run(inbound, graph, fake_openai):
     # It crashed after the send had started: never blindly repeated.
     assert row.send_started_at is not None
     assert row.status == S.READY_TO_SEND
+
+
+def fail_once(real, *, on_call: int = 1):
+    """`real`, except that its `on_call`-th call raises what a lost database connection raises."""
+    calls = 0
+    failed = threading.Event()
+
+    def call(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == on_call:
+            failed.set()
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(*args, **kwargs)
+
+    call.failed = failed  # type: ignore[attr-defined]
+    return call
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("failing", ["recover", "claimable", "heartbeat"])
+def test_a_loop_worker_outlives_a_database_error_while_idle(
+    inbound, graph, fake_openai, monkeypatch, caplog, failing
+):
+    caplog.set_level(logging.WARNING, logger="outbound")
+    if failing == "recover":
+        # Call 1 is the run's start; call 2 is the idle cycle's look for stale claims.
+        flaky = fail_once(worker_module.outbound_jobs_recover, on_call=2)
+        monkeypatch.setattr(worker_module, "outbound_jobs_recover", flaky)
+    elif failing == "claimable":
+        flaky = fail_once(worker_module.outbound_jobs_claimable_exist)
+        monkeypatch.setattr(worker_module, "outbound_jobs_claimable_exist", flaky)
+    else:
+        flaky = fail_once(Worker._heartbeat)
+        monkeypatch.setattr(Worker, "_heartbeat", flaky)
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def done(job: OutboundJob, outcome: str) -> None:
+        outcomes.append(outcome)
+        worker.stop()
+
+    worker = Worker(
+        config=outbound_config_from_settings(),
+        stale_seconds=300,
+        loop=True,
+        idle_sleep=0.05,
+        on_job_done=done,
+    )
+
+    def work() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        assert flaky.failed.wait(20)
+        job = inbound()
+        thread.join(30)
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert errors == []
+    assert outcomes == ["sent"]
+    assert OutboundJob.objects.get(pk=job.pk).status == S.SENT
+    down = [r for r in caplog.records if r.getMessage().startswith("database_unavailable")]
+    assert len(down) == 1
+    assert any(r.getMessage().startswith("database_available again") for r in caplog.records)
+
+
+@pytest.mark.django_db
+def test_without_loop_a_database_error_still_ends_the_run(inbound, fake_openai, monkeypatch):
+    inbound()
+    monkeypatch.setattr(
+        worker_module, "outbound_jobs_recover", fail_once(worker_module.outbound_jobs_recover)
+    )
+    with pytest.raises(OperationalError):
+        Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=30).run()
+
+
+@pytest.mark.django_db
+def test_a_busy_run_keeps_the_heartbeat_fresh_for_healthz(
+    inbound, graph, fake_openai, monkeypatch, settings, client
+):
+    # A backlog that takes longer than OUTBOUND_HEALTH_MAX_AGE_SECONDS must not turn /healthz red.
+    monkeypatch.setattr(worker_module, "HEARTBEAT_INTERVAL_SECONDS", 0.2, raising=False)
+    settings.OUTBOUND_HEALTH_MAX_AGE_SECONDS = 1
+    fake_openai.plan.latency = 0.2
+    for i in range(10):
+        inbound(wa_id=f"1555300{i:04d}")
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    seen: list[tuple[float, int, object]] = []
+    started = time.monotonic()
+
+    def observe(job: OutboundJob, outcome: str) -> None:
+        status = client.get(reverse("healthz")).status_code
+        beat = WorkerHeartbeat.objects.values_list("last_finished_at", flat=True).first()
+        seen.append((time.monotonic() - started, status, beat))
+
+    summary = Worker(
+        config=outbound_config_from_settings(), stale_seconds=300, max_runtime=60, on_job_done=observe
+    ).run()
+    assert summary.sent == 10
+    late = [(status, beat) for elapsed, status, beat in seen if elapsed > 1.2]
+    assert late, "the backlog must outlast the health limit for this test to mean anything"
+    assert {status for status, _ in late} == {200}
+    beats = [beat for _, _, beat in seen if beat is not None]
+    assert len(set(beats)) >= 2
+    assert beats == sorted(beats)
 
 
 @pytest.mark.postgres

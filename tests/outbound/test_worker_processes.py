@@ -18,10 +18,11 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from psycopg import sql
 
 from bench import harness
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
-from outbound.models import OutboundJob
+from outbound.models import OutboundJob, WorkerHeartbeat
 from webhooks.payloads import messages_webhook, parse_webhook
 from webhooks.services import webhook_ingest
 
@@ -276,3 +277,54 @@ def test_database_connection_killed_mid_run_fails_loudly_or_recovers_and_next_ru
         assert UNSETTLED_LINE in job.error_log
         assert per_job.get(str(job.key), 0) <= 1
     assert sum(1 for job in jobs if job.status == OutboundJob.Status.SENT) + len(failed) == 40
+
+
+def allow_connections(allowed: bool) -> None:
+    """Make the test database refuse (or accept again) every new connection, as while it restarts."""
+    with psycopg.connect(harness.with_db_name(database_url(), "postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(connection.settings_dict["NAME"]), sql.SQL("true" if allowed else "false")
+            )
+        )
+
+
+def test_a_loop_worker_outlives_the_database_going_away_while_idle(fakes, tmp_path, inbound):
+    graph, openai = fakes
+    connection.ensure_connection()
+    group = harness.ProcessGroup(tmp_path)
+    args = [harness.PYTHON, "manage.py", "run_outbound_jobs", "--loop", "--idle-sleep", "0.2"]
+    proc = group.start(args, env=worker_env(graph, openai), name="loop")
+    try:
+        wait_for(
+            lambda: WorkerHeartbeat.objects.exists() or proc.poll() is not None,
+            timeout=30,
+            what="the worker to go idle",
+        )
+        allow_connections(False)
+        try:
+            terminated = terminate_other_backends()
+            time.sleep(3)
+        finally:
+            allow_connections(True)
+        job = inbound()
+        wait_for(
+            lambda: (
+                OutboundJob.objects.filter(pk=job.pk, status=OutboundJob.Status.SENT).exists()
+                or proc.poll() is not None
+            ),
+            timeout=30,
+            what="the worker to answer",
+        )
+        alive = proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        (result,) = group.wait(timeout=30)
+    report("database away while idle", terminated=terminated, exit=result.returncode)
+    assert terminated >= 1
+    assert alive, result.stdout[-3000:]
+    assert OutboundJob.objects.get(pk=job.pk).status == OutboundJob.Status.SENT
+    assert len(graph.accepted()) == 1
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.stdout.count("database_unavailable") == 1, result.stdout[-3000:]
+    assert "database_available again" in result.stdout
