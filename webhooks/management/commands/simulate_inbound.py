@@ -16,10 +16,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from webhooks.payloads import text_message_webhook
+from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, split_phone_number_ids, text_message_webhook
 from webhooks.signatures import sign
 
-DEFAULT_PHONE_NUMBER_ID = "106540352242922"
+DEFAULT_PHONE_NUMBER_ID = EXAMPLE_PHONE_NUMBER_ID
 
 
 def phone_number(value: str) -> str:
@@ -63,7 +63,10 @@ class Command(BaseCommand):
             text=options["text"],
             wamid=wamid,
             timestamp=int(time.time()),
-            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID or DEFAULT_PHONE_NUMBER_ID,
+            # The first number the server serves (the one of Meta's examples when none is set, with DEBUG on).
+            phone_number_id=(
+                split_phone_number_ids(settings.WHATSAPP_PHONE_NUMBER_ID) or [DEFAULT_PHONE_NUMBER_ID]
+            )[0],
         )
         body = json.dumps(payload).encode()
         url = options["url"].rstrip("/") + reverse("whatsapp-webhook")
