@@ -19,6 +19,8 @@ from webhooks.payloads import messages_webhook, text_message_webhook
 from webhooks.signatures import sign
 
 DATA = Path(__file__).parent / "data"
+# The business number of tests/settings.py and of every payload in tests/data: the one the webhook serves.
+SERVED_PHONE_NUMBER_IDS = ("106540352242922",)
 GRAPH_MESSAGES_URL = "https://graph.test/v25.0/106540352242922/messages"
 
 

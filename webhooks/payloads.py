@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import math
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +48,10 @@ ID_MAX_LENGTH = 256
 USER_ID_MAX_LENGTH = 160
 ERROR_CODE_RANGE = range(-(2**31), 2**31)
 
+# The business number of Meta's own examples (meta-whatsapp-api.md §3): `messages_webhook` and `simulate_inbound`
+# use it when no number is configured.
+EXAMPLE_PHONE_NUMBER_ID = "106540352242922"
+
 
 @dataclass(frozen=True)
 class ParsedMessage:
@@ -58,6 +64,8 @@ class ParsedMessage:
     needs_reply: bool
     timestamp: datetime
     raw: dict[str, Any]
+    # The business number it was sent to (`value.metadata.phone_number_id`), always one this service serves.
+    phone_number_id: str
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class ParsedStatus:
     timestamp: datetime
     recipient_id: str
     callback_data: str
+    # The business number that sent the message this status is about, always one this service serves.
+    phone_number_id: str
     errors: tuple[StatusError, ...] = ()
 
 
@@ -86,27 +96,63 @@ class ParsedWebhook:
 
 
 def load_payload(body: bytes) -> Any:
-    """Decode a webhook body; raise ValueError when it is not JSON."""
+    """Decode a webhook body; raise ValueError when it is not JSON.
+
+    Values that no database column can hold become storable ones, so that a well-signed body is never refused
+    on every redelivery for 7 days: U+0000 and lone UTF-16 surrogates (in keys and values) become U+FFFD,
+    NaN, Infinity, -Infinity and numbers beyond a float's range (1e999) become null.
+    """
     try:
-        payload = json.loads(body)
-        # PostgreSQL's text and jsonb cannot hold U+0000: storing it would fail the POST on every redelivery.
-        return _replace_nul(payload) if b"\\u0000" in body else payload
+        payload = json.loads(body, parse_constant=_non_finite, parse_float=_finite_float)
+        # Walking the whole structure costs time; only a body that can hold such a character pays it.
+        # A NUL byte means a UTF-16/32 body, where these characters cannot be found in the raw bytes.
+        if _UNSTORABLE_ESCAPE.search(body) or b"\x00" in body:
+            return _clean_strings(payload)
+        return payload
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
 
 
-def _replace_nul(value: Any) -> Any:
+# `\u0000`, an escaped surrogate `\ud800`-`\udfff` (a valid pair is joined by json.loads, so it is left as it was),
+# and a surrogate encoded in UTF-8 bytes (json.loads decodes with `surrogatepass`).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _non_finite(_constant: str) -> None:
+    # NaN, Infinity, -Infinity: PostgreSQL's jsonb refuses them, and SQLite's JSON check fails the insert.
+    return None
+
+
+def _finite_float(text: str) -> float | None:
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _clean_strings(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _UNSTORABLE_CHARACTERS.sub("\ufffd", value)
     if isinstance(value, list):
-        return [_replace_nul(item) for item in value]
+        return [_clean_strings(item) for item in value]
     if isinstance(value, dict):
-        return {_replace_nul(key): _replace_nul(item) for key, item in value.items()}
+        return {_clean_strings(key): _clean_strings(item) for key, item in value.items()}
     return value
 
 
-def parse_webhook(payload: Any) -> ParsedWebhook:
-    """Walk every entry, change, message and status of a webhook payload."""
+def split_phone_number_ids(setting: str | Iterable[str]) -> tuple[str, ...]:
+    """The business numbers a setting names: one id or a comma-separated list (or a list of either), in order."""
+    parts = (
+        setting.split(",") if isinstance(setting, str) else [p for item in setting for p in item.split(",")]
+    )
+    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
+
+
+def parse_webhook(payload: Any, *, phone_number_ids: Collection[str]) -> ParsedWebhook:
+    """Walk every entry, change, message and status of a webhook payload.
+
+    Only values addressed to one of `phone_number_ids` (`value.metadata.phone_number_id`) count: an app can be
+    subscribed for several numbers, and a message to another one must not be answered from ours.
+    """
     result = ParsedWebhook()
     if not isinstance(payload, dict):
         result.skipped.append(f"payload is {type(payload).__name__}, not an object")
@@ -121,18 +167,30 @@ def parse_webhook(payload: Any) -> ParsedWebhook:
             if change.get("field") != "messages" or not isinstance(value, dict):
                 result.skipped.append(f"field={change.get('field')!r}")
                 continue
-            _parse_value(value, result)
+            _parse_value(value, result, phone_number_ids)
     return result
 
 
-def _parse_value(value: dict[str, Any], result: ParsedWebhook) -> None:
+def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids: Collection[str]) -> None:
+    metadata = value.get("metadata")
+    number = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+    if not isinstance(number, str) or number not in phone_number_ids:
+        messages, statuses = value.get("messages"), value.get("statuses")
+        result.skipped.append(
+            f"phone_number_id={str(number)[:80]!r} is not a number this service serves:"
+            f" {len(messages) if isinstance(messages, list) else 0} messages"
+            f" and {len(statuses) if isinstance(statuses, list) else 0} statuses ignored"
+        )
+        return
     for error in _dicts(value.get("errors"), "errors", result):
         result.skipped.append(f"value error code={error.get('code')!r} title={error.get('title')!r}")
     profiles = _contact_profiles(value.get("contacts"))
     for raw in _dicts(value.get("messages"), "messages", result):
-        _collect(result.messages, result.skipped, "message", raw, lambda m: _parse_message(m, profiles))
+        _collect(
+            result.messages, result.skipped, "message", raw, lambda m: _parse_message(m, profiles, number)
+        )
     for raw in _dicts(value.get("statuses"), "statuses", result):
-        _collect(result.statuses, result.skipped, "status", raw, _parse_status)
+        _collect(result.statuses, result.skipped, "status", raw, lambda s: _parse_status(s, number))
 
 
 def _collect(
@@ -179,7 +237,9 @@ def _contact_profiles(contacts: Any) -> dict[str, tuple[str | None, str]]:
     return profiles
 
 
-def _parse_message(raw: dict[str, Any], profiles: dict[str, tuple[str | None, str]]) -> ParsedMessage:
+def _parse_message(
+    raw: dict[str, Any], profiles: dict[str, tuple[str | None, str]], phone_number_id: str
+) -> ParsedMessage:
     wamid = _required_str(raw, "id")
     sender = raw.get("from")
     wa_id = _optional_str(sender, WA_ID_MAX_LENGTH)
@@ -202,10 +262,11 @@ def _parse_message(raw: dict[str, Any], profiles: dict[str, tuple[str | None, st
         needs_reply=NEEDS_REPLY.get(message_type, False),
         timestamp=parse_timestamp(raw.get("timestamp")),
         raw=raw,
+        phone_number_id=phone_number_id,
     )
 
 
-def _parse_status(raw: dict[str, Any]) -> ParsedStatus:
+def _parse_status(raw: dict[str, Any], phone_number_id: str) -> ParsedStatus:
     status = _required_str(raw, "status")
     status = STATUS_ALIASES.get(status, status)
     if status not in DELIVERY_STATUSES:
@@ -226,6 +287,7 @@ def _parse_status(raw: dict[str, Any]) -> ParsedStatus:
         timestamp=parse_timestamp(raw.get("timestamp")),
         recipient_id=str(raw.get("recipient_id") or ""),
         callback_data=str(raw.get("biz_opaque_callback_data") or ""),
+        phone_number_id=phone_number_id,
         errors=errors,
     )
 
@@ -362,7 +424,7 @@ def messages_webhook(
     messages: list[dict[str, Any]] | None = None,
     contacts: list[dict[str, Any]] | None = None,
     statuses: list[dict[str, Any]] | None = None,
-    phone_number_id: str = "106540352242922",
+    phone_number_id: str = EXAMPLE_PHONE_NUMBER_ID,
 ) -> dict[str, Any]:
     """Wrap messages, their senders and statuses in Meta's `messages` webhook envelope (§3.1-§3.4).
 
@@ -387,7 +449,13 @@ def text_message(*, wa_id: str, wamid: str, text: str, timestamp: int) -> dict[s
 
 
 def text_message_webhook(
-    *, wa_id: str, name: str, text: str, wamid: str, timestamp: int, phone_number_id: str = "106540352242922"
+    *,
+    wa_id: str,
+    name: str,
+    text: str,
+    wamid: str,
+    timestamp: int,
+    phone_number_id: str = EXAMPLE_PHONE_NUMBER_ID,
 ) -> dict[str, Any]:
     """One inbound text message from one customer, in Meta's webhook envelope."""
     return messages_webhook(

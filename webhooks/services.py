@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
-from django.db.models import F, Q, Value
+from django.db import InterfaceError, OperationalError, ProgrammingError, transaction
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -24,6 +24,8 @@ class IngestResult:
     new_messages: int = 0
     jobs: int = 0
     statuses: StatusCounts | None = None
+    # Messages and statuses the one-at-a-time fallback could not store (logged with their wamid).
+    failed: int = 0
 
 
 def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
@@ -40,6 +42,50 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
             result.new_messages, result.jobs = _store_messages(messages, contacts)
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
     return result
+
+
+# Failures that are not the payload's fault, so Meta's redelivery (after a 503) will be stored: the database is
+# down or the connection broke, or it refuses the SQL itself (a migration not applied yet, on PostgreSQL).
+RETRY_LATER: tuple[type[Exception], ...] = (OperationalError, InterfaceError, ProgrammingError)
+
+
+def webhook_ingest_each(*, parsed: ParsedWebhook) -> IngestResult:
+    """The fallback when `webhook_ingest` failed for the whole POST: each message and each status on its own.
+
+    One message the database refuses (or that meets a bug) must not keep the rest of the batch out, and must not
+    make Meta redeliver the POST for 7 days: each is stored in its own transaction, and one that fails is logged
+    at ERROR by its wamid (never its text) and counted in `failed`. A `RETRY_LATER` failure (the database is
+    unavailable) is raised: the caller answers 503 and Meta's redelivery stores the rest, the stored ones once.
+    """
+    result = IngestResult(messages=len(parsed.messages))
+    counts = result.statuses = StatusCounts()
+    for message in {m.wamid: m for m in parsed.messages}.values():
+        one = _ingest_one(ParsedWebhook(messages=[message]), "message", message.wamid)
+        if one is None:
+            result.failed += 1
+        else:
+            result.new_messages += one.new_messages
+            result.jobs += one.jobs
+    for status in sorted(parsed.statuses, key=lambda s: s.timestamp):
+        one = _ingest_one(ParsedWebhook(statuses=[status]), "status", status.wamid)
+        if one is None:
+            result.failed += 1
+        elif one.statuses is not None:
+            counts.applied += one.statuses.applied
+            counts.settled += one.statuses.settled
+            counts.unknown += one.statuses.unknown
+    return result
+
+
+def _ingest_one(parsed: ParsedWebhook, kind: str, wamid: str) -> IngestResult | None:
+    try:
+        return webhook_ingest(parsed=parsed)
+    except RETRY_LATER:
+        raise
+    except Exception as exc:
+        # The class only: a database error's message can quote the customer's text.
+        logger.error("webhook_item_failed kind=%s wamid=%s error=%s", kind, wamid[:256], type(exc).__name__)
+        return None
 
 
 def _contact_key(message: ParsedMessage) -> str:
@@ -83,7 +129,8 @@ def _upsert_contacts(messages: list[ParsedMessage]) -> dict[str, Contact]:
     for pk, group in sorted(groups.items()):
         contact = by_pk[pk]
         latest = max(group, key=lambda m: m.timestamp)
-        update = Contact(pk=pk, profile_name=latest.profile_name or contact.profile_name, updated_at=now)
+        update = Contact(pk=pk, updated_at=now)
+        update.profile_name = _newer_name(latest)
         update.last_inbound_at = _latest(latest.timestamp)
         # Learn the number or the business-scoped id once, unless another contact already holds it.
         update.wa_id = contact.wa_id or _unclaimed([m.wa_id for m in group], by_wa_id)
@@ -101,6 +148,23 @@ def _upsert_contacts(messages: list[ParsedMessage]) -> dict[str, Contact]:
 
 def _unclaimed(candidates: list[str | None], held: dict[str, Contact]) -> str | None:
     return next((value for value in candidates if value and value not in held), None)
+
+
+def _newer_name(message: ParsedMessage) -> Case | F:
+    """The message's profile name, unless the row already holds a newer message's (or this one has none).
+
+    Decided in the database on the row's current `last_inbound_at`, like `_latest`: an older message redelivered
+    later, or a POST racing a newer one, cannot move the name back.
+    """
+    if not message.profile_name:
+        return F("profile_name")
+    return Case(
+        When(
+            Q(last_inbound_at__isnull=True) | Q(last_inbound_at__lte=message.timestamp),
+            then=Value(message.profile_name),
+        ),
+        default=F("profile_name"),
+    )
 
 
 def _latest(timestamp: datetime) -> Greatest:

@@ -256,6 +256,7 @@ class JobStateMachine(RuleBasedStateMachine):
             timestamp=timezone.now(),
             recipient_id="15550000000",
             callback_data=f"{key}:{send_as.lower()}",
+            phone_number_id="106540352242922",
         )
         outbound_jobs_record_statuses(statuses=[status])
         assert row(pk)["status"] == S.SENT

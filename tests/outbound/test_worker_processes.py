@@ -23,6 +23,7 @@ from psycopg import sql
 from bench import harness
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from outbound.models import OutboundJob, WorkerHeartbeat
+from tests.conftest import SERVED_PHONE_NUMBER_IDS
 from webhooks.payloads import messages_webhook, parse_webhook
 from webhooks.services import webhook_ingest
 
@@ -182,7 +183,9 @@ def test_kill_9_while_sending_never_resends_a_message_that_reached_meta(fakes, t
     # Meta's status webhooks arrive for half of them: those jobs are settled as SENT, never resent.
     settled = reached[: len(reached) // 2]
     for request in settled:
-        webhook_ingest(parsed=parse_webhook(meta_status_webhook(request)))
+        webhook_ingest(
+            parsed=parse_webhook(meta_status_webhook(request), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+        )
 
     graph.reset(FaultPlan(latency=0.01))
     time.sleep(STALE_SECONDS + 0.5)

@@ -2,14 +2,16 @@
 parser and through the signed view into the database.
 
 Properties: the parser never raises and never yields a message without a valid id, sender and timestamp; the
-view answers 200 (or 400 for what is not JSON), never 5xx; no job exists without a valid stored message that
-needs a reply, and no message gets two jobs.
+view answers 200 (or 400 for what is not JSON), never 5xx; every well-formed message is stored; no job exists
+without a valid stored message that needs a reply, and no message gets two jobs. The values include what no
+database column can hold as it is: lone UTF-16 surrogates, NaN, Infinity and numbers beyond a float (1e999).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbound.models import OutboundJob
-from tests.conftest import DATA, post_signed
+from tests.conftest import DATA, SERVED_PHONE_NUMBER_IDS, post_signed
 from webhooks.models import Contact, InboundMessage
-from webhooks.payloads import ParsedWebhook, parse_webhook
+from webhooks.payloads import ParsedWebhook, load_payload, parse_webhook
 
 PAYLOADS = {path.name: json.loads(path.read_text()) for path in sorted(Path(DATA).glob("*.json"))}
 
@@ -47,16 +49,27 @@ EDGE_VALUES: st.SearchStrategy[Any] = st.sampled_from(
         2**31,
         True,
         1.5,
+        "\ud800",
+        "a\udfffb",
+        "\udc00\ud83d",  # a low surrogate before a high one: two lone halves, not a pair
+        math.nan,
+        math.inf,
+        -math.inf,
+        1e308,
         [],
         {},
         None,
     ]
 )
-JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+# Any character, lone surrogates included (st.characters leaves category Cs out unless asked for it).
+CHARACTERS = st.characters(codec=None) | st.characters(codec=None, categories=["Cs"])
+TEXT = st.text(CHARACTERS, max_size=20)
+JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | TEXT
 JSON_VALUES = st.recursive(
     JSON_LEAVES | EDGE_VALUES,
     lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(CHARACTERS, max_size=8), children, max_size=3)
     ),
     max_leaves=8,
 )
@@ -85,8 +98,13 @@ def mutated_payloads(draw: st.DrawFn) -> dict[str, Any]:
         for key in path[:-1]:
             parent = parent[key]
         key = path[-1]
-        action = draw(st.sampled_from(["replace", "edge", "delete", "listify", "copy-sibling"]))
-        if action == "replace":
+        action = draw(st.sampled_from(["replace", "edge", "delete", "listify", "copy-sibling", "surrogate"]))
+        if action == "surrogate" and isinstance(parent[key], str):
+            # A lone surrogate inside a real value (a text, a name, an id): the message stays well-formed.
+            text = parent[key]
+            at = draw(st.integers(min_value=0, max_value=len(text)))
+            parent[key] = text[:at] + draw(st.characters(codec=None, categories=["Cs"])) + text[at:]
+        elif action == "replace":
             parent[key] = draw(JSON_VALUES)
         elif action == "edge":
             parent[key] = draw(EDGE_VALUES)
@@ -116,13 +134,13 @@ def assert_valid(parsed: ParsedWebhook) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_payloads())
 def test_mutated_real_payloads_parse_without_raising_into_valid_messages(payload):
-    assert_valid(parse_webhook(payload))
+    assert_valid(parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_VALUES)
 def test_arbitrary_json_parses_without_raising(payload):
-    assert_valid(parse_webhook(payload))
+    assert_valid(parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS))
 
 
 @pytest.mark.django_db
@@ -131,22 +149,26 @@ def test_arbitrary_json_parses_without_raising(payload):
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(st.lists(mutated_payloads(), min_size=1, max_size=2))
+@given(st.lists(st.tuples(mutated_payloads(), st.booleans()), min_size=1, max_size=2))
 def test_mutated_payloads_through_the_view_never_create_a_job_without_a_valid_message(posts):
     OutboundJob.objects.all().delete()
     InboundMessage.objects.all().delete()
     Contact.objects.all().delete()
     client = Client()
-    for payload in posts:
-        response = post_signed(client, payload)
+    bodies = [_body(payload, huge=huge) for payload, huge in posts]
+    for body in bodies:
+        response = post_signed(client, body)
         # Well-signed JSON is always acknowledged, so Meta never redelivers a poison payload for 7 days.
         assert response.status_code == 200, response.content
 
-    # What should be stored: within a POST the last copy of a wamid wins; a wamid already stored is left alone.
+    # What should be stored: every well-formed message of what the view reads (surrogates and non-finite numbers
+    # cleaned); within a POST the last copy of a wamid wins; a wamid already stored is left alone.
     first_stored: dict[str, bool] = {}
-    for payload in posts:
-        for wamid, message in {m.wamid: m for m in parse_webhook(payload).messages}.items():
+    for body in bodies:
+        parsed = parse_webhook(load_payload(body), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+        for wamid, message in {m.wamid: m for m in parsed.messages}.items():
             first_stored.setdefault(wamid, message.needs_reply)
+    assert set(InboundMessage.objects.values_list("wamid", flat=True)) == set(first_stored)
     expected = [wamid for wamid, needs_reply in first_stored.items() if needs_reply]
     jobs = list(OutboundJob.objects.select_related("inbound_message", "contact"))
     for job in jobs:
@@ -160,3 +182,43 @@ def test_mutated_payloads_through_the_view_never_create_a_job_without_a_valid_me
     # One job per message that needs a reply: none missing, none doubled (a duplicate in the POST included).
     assert sorted(job.inbound_message.wamid for job in jobs) == sorted(expected)
     assert InboundMessage.objects.filter(needs_reply=True).count() == len(jobs)
+
+
+def _body(payload: Any, *, huge: bool) -> bytes:
+    """The JSON Meta would send; `huge`: Infinity written as a number beyond a float's range instead."""
+    body = json.dumps(payload).encode()  # lone surrogates become \\udXXX escapes, NaN and Infinity literals
+    return body.replace(b"Infinity", b"1e999") if huge else body
+
+
+POISON = st.text(CHARACTERS, max_size=6).map(lambda text: f"{text}\ud800{text}") | st.sampled_from(
+    [math.nan, math.inf, -math.inf]
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(POISON, min_size=14, max_size=14),
+    st.text(CHARACTERS, max_size=10),
+    st.booleans(),
+)
+def test_unstorable_values_in_every_message_never_cost_a_message(poisons, name, huge):
+    OutboundJob.objects.all().delete()
+    InboundMessage.objects.all().delete()
+    Contact.objects.all().delete()
+    payload = copy.deepcopy(PAYLOADS["message_types.json"])
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["contacts"][0]["profile"]["name"] = name
+    for message, poison in zip(value["messages"], poisons, strict=True):
+        message["extra"] = {"value": poison, "list": [poison, 1]}
+    response = post_signed(Client(), _body(payload, huge=huge))
+    assert response.status_code == 200, response.content
+    # All 14 messages of the fixture, 12 of which need a reply, whatever their raw fields carry.
+    assert InboundMessage.objects.count() == 14
+    assert OutboundJob.objects.count() == 12
+    stored = InboundMessage.objects.get(wamid="wamid.reply-text").raw["extra"]["value"]
+    assert stored is None or "\ufffd" in stored

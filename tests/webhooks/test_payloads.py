@@ -7,9 +7,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import load, status_payload, text_payload
+from tests.conftest import SERVED_PHONE_NUMBER_IDS, load, status_payload, text_payload
 from webhooks.models import InboundMessage
-from webhooks.payloads import ParsedWebhook, describe_message, load_payload, parse_timestamp, parse_webhook
+from webhooks.payloads import (
+    ParsedWebhook,
+    describe_message,
+    load_payload,
+    parse_timestamp,
+    parse_webhook,
+    split_phone_number_ids,
+)
 
 MESSAGE_TYPES = load("message_types.json")
 
@@ -72,7 +79,7 @@ def _message(**overrides: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- messages
 def test_official_text_message():
-    parsed = parse_webhook(load("message_text.json"))
+    parsed = parse_webhook(load("message_text.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert parsed.skipped == []
     assert parsed.statuses == []
     [message] = parsed.messages
@@ -88,19 +95,19 @@ def test_official_text_message():
 
 
 def test_every_message_type_in_the_fixture():
-    parsed = parse_webhook(MESSAGE_TYPES)
+    parsed = parse_webhook(MESSAGE_TYPES, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert parsed.skipped == []
     got = {m.wamid: (m.type, m.needs_reply, m.text) for m in parsed.messages}
     assert got == EXPECTED_TYPES
 
 
 def test_fixture_types_are_model_choices():
-    for message in parse_webhook(MESSAGE_TYPES).messages:
+    for message in parse_webhook(MESSAGE_TYPES, phone_number_ids=SERVED_PHONE_NUMBER_IDS).messages:
         assert message.type in InboundMessage.Type.values
 
 
 def test_contact_user_id_and_profile_name_come_from_value_contacts():
-    for message in parse_webhook(MESSAGE_TYPES).messages:
+    for message in parse_webhook(MESSAGE_TYPES, phone_number_ids=SERVED_PHONE_NUMBER_IDS).messages:
         assert message.wa_id == "972987654321"
         assert message.user_id == "US.13491208655302741918"
         assert message.profile_name == "Sheena Nelson"
@@ -111,13 +118,15 @@ def test_sender_known_only_by_business_scoped_user_id():
     payload["entry"][0]["changes"][0]["value"]["contacts"] = [
         {"profile": {"name": "Kim"}, "user_id": "US.42"}
     ]
-    [message] = parse_webhook(payload).messages
+    [message] = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS).messages
     assert (message.wa_id, message.user_id, message.profile_name) == (None, "US.42", "Kim")
 
 
 @pytest.mark.parametrize("kind", ["poll", "event", "some_future_type"])
 def test_unknown_future_type_is_kept_but_not_answered(kind):
-    [message] = parse_webhook(_with_messages(_message(type=kind, **{kind: {"x": 1}}))).messages
+    [message] = parse_webhook(
+        _with_messages(_message(type=kind, **{kind: {"x": 1}})), phone_number_ids=SERVED_PHONE_NUMBER_IDS
+    ).messages
     assert message.type == "unknown"
     assert message.needs_reply is False
     assert kind in message.text
@@ -125,7 +134,9 @@ def test_unknown_future_type_is_kept_but_not_answered(kind):
 
 @pytest.mark.parametrize("kind", [None, 5, ["text"], {"a": 1}])
 def test_type_missing_or_not_a_string_is_unknown(kind):
-    [message] = parse_webhook(_with_messages(_message(type=kind))).messages
+    [message] = parse_webhook(
+        _with_messages(_message(type=kind)), phone_number_ids=SERVED_PHONE_NUMBER_IDS
+    ).messages
     assert message.type == "unknown"
     assert message.needs_reply is False
 
@@ -176,7 +187,7 @@ def test_malformed_message_does_not_stop_the_good_ones_around_it():
         "not an object",
         _message(id="wamid.good2"),
     )
-    parsed = parse_webhook(payload)
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert [m.wamid for m in parsed.messages] == ["wamid.good1", "wamid.good2"]
     assert len(parsed.skipped) == 4
     assert any("wamid.nofrom" in reason for reason in parsed.skipped)
@@ -185,7 +196,9 @@ def test_malformed_message_does_not_stop_the_good_ones_around_it():
 
 @pytest.mark.parametrize("timestamp", ["abc", "", 1.5, "1.5", True, None, [], {}, "-5", 0, "0", "1e9"])
 def test_timestamp_not_unix_seconds_is_skipped(timestamp):
-    parsed = parse_webhook(_with_messages({**_message(), "timestamp": timestamp}))
+    parsed = parse_webhook(
+        _with_messages({**_message(), "timestamp": timestamp}), phone_number_ids=SERVED_PHONE_NUMBER_IDS
+    )
     assert parsed.messages == []
     assert len(parsed.skipped) == 1
 
@@ -193,7 +206,8 @@ def test_timestamp_not_unix_seconds_is_skipped(timestamp):
 @pytest.mark.parametrize("timestamp", [10**12, 10**18, 10**20, str(2**64), "9" * 400])
 def test_timestamp_out_of_range_is_skipped_not_raised(timestamp):
     parsed = parse_webhook(
-        _with_messages(_message(id="wamid.far", timestamp=timestamp), _message(id="wamid.ok"))
+        _with_messages(_message(id="wamid.far", timestamp=timestamp), _message(id="wamid.ok")),
+        phone_number_ids=SERVED_PHONE_NUMBER_IDS,
     )
     assert [m.wamid for m in parsed.messages] == ["wamid.ok"]
     assert "wamid.far" in parsed.skipped[0]
@@ -207,27 +221,33 @@ def test_timestamp_as_json_number_is_accepted():
 def test_sender_longer_than_a_phone_number_is_not_a_wa_id():
     # Contact.wa_id holds 32 characters: anything longer would fail the whole POST's insert on PostgreSQL.
     parsed = parse_webhook(
-        _with_messages(_message(id="wamid.long", **{"from": "1" * 40}), _message(id="wamid.ok"))
+        _with_messages(_message(id="wamid.long", **{"from": "1" * 40}), _message(id="wamid.ok")),
+        phone_number_ids=SERVED_PHONE_NUMBER_IDS,
     )
     assert [m.wamid for m in parsed.messages] == ["wamid.ok"]
     assert "wamid.long" in parsed.skipped[0]
 
 
 def test_overlong_ids_are_skipped():
-    parsed = parse_webhook(_with_messages(_message(id="w" * 257), _message(id="wamid.ok")))
+    parsed = parse_webhook(
+        _with_messages(_message(id="w" * 257), _message(id="wamid.ok")),
+        phone_number_ids=SERVED_PHONE_NUMBER_IDS,
+    )
     assert [m.wamid for m in parsed.messages] == ["wamid.ok"]
 
 
 def test_long_profile_name_is_truncated_to_the_column():
     payload = text_payload(wamid="wamid.N", timestamp=1700000000, name="n" * 1000)
-    [message] = parse_webhook(payload).messages
+    [message] = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS).messages
     assert message.profile_name == "n" * 256
 
 
 def test_nul_characters_are_replaced_when_loading():
     # PostgreSQL text and jsonb cannot store U+0000; a 503 would make Meta redeliver the POST for 7 days.
     payload = text_payload(wamid="wamid.N\x00", timestamp=1700000000, body="a\x00b", name="x\x00y")
-    [message] = parse_webhook(load_payload(json.dumps(payload).encode())).messages
+    [message] = parse_webhook(
+        load_payload(json.dumps(payload).encode()), phone_number_ids=SERVED_PHONE_NUMBER_IDS
+    ).messages
     assert message.wamid == "wamid.N\ufffd"
     assert message.text == "a\ufffdb"
     assert message.profile_name == "x\ufffdy"
@@ -249,9 +269,83 @@ def test_load_payload_keeps_ordinary_payloads_as_they_are():
     assert load_payload(b"[1, 2]") == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("escape", "stored"),
+    [
+        (b"\\ud800", "\ufffd"),
+        (b"\\uDBFF", "\ufffd"),
+        (b"\\udc00", "\ufffd"),
+        (b"\\uDFFF", "\ufffd"),
+        (b"\\udc00\\ud800", "\ufffd\ufffd"),  # low before high: two lone halves
+        (b"\\ud83d\\ude00", "\U0001f600"),  # a pair is one character
+        (b"\xed\xa0\x80", "\ufffd"),  # a surrogate encoded in UTF-8
+        (b"\\u0000", "\ufffd"),
+    ],
+)
+def test_unstorable_characters_become_replacement_characters_in_keys_and_values(escape, stored):
+    body = b'{"a@@b": ["x@@y", {"k": "@@"}], "n": 1}'.replace(b"@@", escape)
+    assert load_payload(body) == {f"a{stored}b": [f"x{stored}y", {"k": stored}], "n": 1}
+
+
+def test_lone_surrogates_are_replaced_in_a_utf16_body():
+    body = json.dumps({"t": "a\ud800b"}, ensure_ascii=False).encode("utf-16", "surrogatepass")
+    assert load_payload(body) == {"t": "a\ufffdb"}
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b"1E400"])
+def test_non_finite_numbers_become_null(number):
+    assert load_payload(b'{"a": [@@, 1.5, 2, 1e308], "b": @@}'.replace(b"@@", number)) == {
+        "a": [None, 1.5, 2, 1e308],
+        "b": None,
+    }
+
+
+def test_a_non_finite_timestamp_is_a_malformed_message():
+    body = json.dumps(_with_messages(_message(id="wamid.nan"), _message(id="wamid.ok"))).encode()
+    body = body.replace(b'"1700000000"', b"NaN", 1)
+    parsed = parse_webhook(load_payload(body), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    assert [m.wamid for m in parsed.messages] == ["wamid.ok"]
+    assert "malformed message id='wamid.nan'" in parsed.skipped[0]
+
+
+# ---------------------------------------------------------------------------------------------- business numbers
+def test_only_values_for_a_served_number_are_parsed():
+    ours = text_payload(wamid="wamid.OURS", timestamp=1700000000)
+    theirs = text_payload(wamid="wamid.THEIRS", timestamp=1700000000)
+    theirs["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    ours["entry"].append(theirs["entry"][0])
+    parsed = parse_webhook(ours, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    assert [(m.wamid, m.phone_number_id) for m in parsed.messages] == [("wamid.OURS", "106540352242922")]
+    assert parsed.skipped == [
+        "phone_number_id='999' is not a number this service serves: 1 messages and 0 statuses ignored"
+    ]
+    assert parse_webhook(ours, phone_number_ids=["999"]).messages[0].wamid == "wamid.THEIRS"
+    assert parse_webhook(ours, phone_number_ids=()).messages == []
+
+
+def test_statuses_keep_their_business_number():
+    [status] = parse_webhook(load("status_sent.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS).statuses
+    assert status.phone_number_id == "106540352242922"
+    assert parse_webhook(load("status_sent.json"), phone_number_ids={"1"}).statuses == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "ids"),
+    [
+        ("106540352242922", ("106540352242922",)),
+        (" 1, 2 ,,2, 3 ", ("1", "2", "3")),
+        ("", ()),
+        (" , ", ()),
+        (["1", " 2,3 "], ("1", "2", "3")),
+    ],
+)
+def test_split_phone_number_ids(setting, ids):
+    assert split_phone_number_ids(setting) == ids
+
+
 # ---------------------------------------------------------------------------------------------- statuses
 def test_official_sent_status():
-    parsed = parse_webhook(load("status_sent.json"))
+    parsed = parse_webhook(load("status_sent.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert parsed.messages == []
     assert parsed.skipped == []
     [status] = parsed.statuses
@@ -264,7 +358,7 @@ def test_official_sent_status():
 
 
 def test_official_failed_status_keeps_the_error():
-    [status] = parse_webhook(load("status_failed.json")).statuses
+    [status] = parse_webhook(load("status_failed.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS).statuses
     assert status.status == "failed"
     [error] = status.errors
     assert error.code == 131049
@@ -277,7 +371,7 @@ def test_official_failed_status_keeps_the_error():
 
 def test_played_counts_as_read_and_callback_data_is_kept():
     payload = status_payload(wamid="wamid.O", status="played", timestamp=1700000000, callback_data="k:text")
-    [status] = parse_webhook(payload).statuses
+    [status] = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS).statuses
     assert (status.status, status.callback_data) == ("read", "k:text")
 
 
@@ -285,7 +379,7 @@ def test_played_counts_as_read_and_callback_data_is_kept():
 def test_unknown_status_is_skipped(status):
     payload = status_payload(wamid="wamid.O", status="sent", timestamp=1700000000)
     payload["entry"][0]["changes"][0]["value"]["statuses"][0]["status"] = status
-    parsed = parse_webhook(payload)
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert parsed.statuses == []
     assert len(parsed.skipped) == 1
 
@@ -294,7 +388,7 @@ def test_unknown_status_is_skipped(status):
 def test_status_with_odd_errors_is_still_a_status(errors):
     payload = status_payload(wamid="wamid.O", status="failed", timestamp=1700000000)
     payload["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"] = errors
-    [status] = parse_webhook(payload).statuses
+    [status] = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS).statuses
     assert status.status == "failed"
     assert status.errors == ()
 
@@ -303,20 +397,20 @@ def test_status_with_odd_errors_is_still_a_status(errors):
 def test_error_code_that_does_not_fit_the_column_is_dropped(code):
     payload = status_payload(wamid="wamid.O", status="failed", timestamp=1700000000, error_code=131047)
     payload["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"] = code
-    [status] = parse_webhook(payload).statuses
+    [status] = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS).statuses
     assert status.errors[0].code is None
     assert status.errors[0].title == "error title"
 
 
 # ---------------------------------------------------------------------------------------------- other shapes
 def test_value_level_errors_are_reported():
-    parsed = parse_webhook(load("value_errors.json"))
+    parsed = parse_webhook(load("value_errors.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert (parsed.messages, parsed.statuses) == ([], [])
     assert parsed.skipped == ["value error code=130429 title='Rate limit hit'"]
 
 
 def test_other_fields_are_reported():
-    parsed = parse_webhook(load("template_status_update.json"))
+    parsed = parse_webhook(load("template_status_update.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert (parsed.messages, parsed.statuses) == ([], [])
     assert parsed.skipped == ["field='message_template_status_update'"]
 
@@ -324,14 +418,14 @@ def test_other_fields_are_reported():
 def test_object_other_than_whatsapp_is_ignored_whole():
     payload = text_payload(wamid="wamid.X", timestamp=1700000000)
     payload["object"] = "page"
-    parsed = parse_webhook(payload)
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert (parsed.messages, parsed.statuses) == ([], [])
     assert parsed.skipped == ["object='page'"]
 
 
 @pytest.mark.parametrize("payload", [[], [1, 2], 5, 1.5, "text", None, True])
 def test_top_level_not_an_object(payload):
-    parsed = parse_webhook(payload)
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert (parsed.messages, parsed.statuses) == ([], [])
     assert len(parsed.skipped) == 1
 
@@ -353,7 +447,7 @@ def test_wrongly_typed_containers_are_reported_not_raised(path, bad):
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = bad
-    parsed = parse_webhook(payload)
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     if path[-1] == "contacts":
         # The message survives; it only loses the profile name.
         assert [(m.wamid, m.profile_name) for m in parsed.messages] == [("wamid.X", "")]
@@ -368,7 +462,7 @@ def test_batch_over_several_entries_and_changes():
     status = status_payload(wamid="wamid.S", status="delivered", timestamp=1700000002)
     first["entry"].append(second["entry"][0])
     first["entry"][0]["changes"].append(status["entry"][0]["changes"][0])
-    parsed = parse_webhook(first)
+    parsed = parse_webhook(first, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert [m.wamid for m in parsed.messages] == ["wamid.1", "wamid.2"]
     assert [s.wamid for s in parsed.statuses] == ["wamid.S"]
 
@@ -397,7 +491,7 @@ def _assert_well_formed(parsed: ParsedWebhook) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_any_json_parses_without_raising(payload):
-    _assert_well_formed(parse_webhook(payload))
+    _assert_well_formed(parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS))
 
 
 MESSAGE_KEYS = [
@@ -421,6 +515,6 @@ def test_one_broken_message_never_loses_the_others(index, key, bad):
     messages = _messages(payload)
     others = {m["id"] for i, m in enumerate(messages) if i != index}
     messages[index][key] = bad
-    parsed = parse_webhook(payload)
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     _assert_well_formed(parsed)
     assert others <= {m.wamid for m in parsed.messages}

@@ -5,7 +5,7 @@ from django.db import connection
 from django.test import Client
 
 from outbound.models import OutboundJob
-from tests.conftest import load, post_signed, status_payload
+from tests.conftest import SERVED_PHONE_NUMBER_IDS, load, post_signed, status_payload
 from tests.webhooks.conftest import batch_payload, make_job, text_message
 from webhooks.models import Contact, InboundMessage
 from webhooks.payloads import parse_webhook
@@ -16,7 +16,7 @@ T0 = 1_750_000_000
 
 @pytest.mark.django_db
 def test_ingest_counts_new_messages_and_jobs():
-    parsed = parse_webhook(load("message_types.json"))
+    parsed = parse_webhook(load("message_types.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     result = webhook_ingest(parsed=parsed)
     assert (result.messages, result.new_messages, result.jobs) == (14, 14, 12)
     again = webhook_ingest(parsed=parsed)
@@ -27,8 +27,14 @@ def test_ingest_counts_new_messages_and_jobs():
 @pytest.mark.django_db
 def test_ingest_counts_statuses():
     make_job(wa_message_id="wamid.OUT")
-    parsed = parse_webhook(status_payload(wamid="wamid.OUT", status="read", timestamp=T0))
-    parsed.statuses += parse_webhook(status_payload(wamid="wamid.NOPE", status="read", timestamp=T0)).statuses
+    parsed = parse_webhook(
+        status_payload(wamid="wamid.OUT", status="read", timestamp=T0),
+        phone_number_ids=SERVED_PHONE_NUMBER_IDS,
+    )
+    parsed.statuses += parse_webhook(
+        status_payload(wamid="wamid.NOPE", status="read", timestamp=T0),
+        phone_number_ids=SERVED_PHONE_NUMBER_IDS,
+    ).statuses
     result = webhook_ingest(parsed=parsed)
     assert result.statuses is not None
     assert (result.statuses.applied, result.statuses.unknown, result.statuses.settled) == (1, 1, 0)

@@ -10,13 +10,14 @@ from unittest import mock
 
 import pytest
 from django.conf import settings
-from django.db import OperationalError
+from django.db import DataError, IntegrityError, OperationalError, ProgrammingError
 from django.urls import reverse
 from django.utils import timezone
 
 from outbound.models import OutboundJob
 from tests.conftest import load, status_payload, text_payload
 from tests.webhooks.conftest import batch_payload, make_job, text_message
+from webhooks import services
 from webhooks.models import Contact, InboundMessage
 from webhooks.signatures import sign
 
@@ -1002,3 +1003,352 @@ def test_database_error_is_logged(webhook, webhook_log):
 def test_stored_log_line_counts_what_happened(webhook, webhook_log):
     webhook(load("message_types.json"))
     assert "webhook_stored messages=14 new=14 jobs=12 statuses=0" in webhook_log.text
+
+
+# ---------------------------------------------------------------------------------------------- business numbers
+OUR_NUMBER = "106540352242922"  # tests/settings.py WHATSAPP_PHONE_NUMBER_ID
+
+
+def _to_number(payload: dict[str, Any], phone_number_id: Any) -> dict[str, Any]:
+    _value(payload)["metadata"]["phone_number_id"] = phone_number_id
+    return payload
+
+
+def _skipped(log) -> list[str]:
+    return [r.getMessage() for r in log.records if r.getMessage().startswith("webhook_skipped")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"display_phone_number": "15550001111", "phone_number_id": "999000111222333"},
+        {"display_phone_number": "15550783881", "phone_number_id": f" {OUR_NUMBER}"},
+        {"display_phone_number": "15550783881", "phone_number_id": int(OUR_NUMBER)},
+        {"display_phone_number": "15550783881", "phone_number_id": ""},
+        {"display_phone_number": "15550783881"},
+        None,
+        "106540352242922",
+    ],
+    ids=["another-number", "padded", "a-number-not-a-string", "empty", "no-id", "null", "not-an-object"],
+)
+def test_message_to_a_number_we_do_not_serve_is_200_and_stores_nothing(
+    webhook, webhook_log, no_network, metadata
+):
+    payload = text_payload(wamid="wamid.THEIRS", timestamp=T0)
+    _value(payload)["metadata"] = metadata
+    assert webhook(payload).status_code == 200
+    assert counts() == (0, 0, 0)
+    assert any("is not a number this service serves: 1 messages" in line for line in _skipped(webhook_log))
+
+
+@pytest.mark.django_db
+def test_message_without_metadata_is_not_ours(webhook, webhook_log):
+    payload = text_payload(wamid="wamid.THEIRS", timestamp=T0)
+    del _value(payload)["metadata"]
+    assert webhook(payload).status_code == 200
+    assert counts() == (0, 0, 0)
+    assert any("phone_number_id='None'" in line for line in _skipped(webhook_log))
+
+
+@pytest.mark.django_db
+def test_status_from_another_number_leaves_our_job_as_it_was(webhook, webhook_log):
+    # Same wamid as our job's message: only the business number tells them apart.
+    job = make_job()
+    assert (
+        webhook(_to_number(status_payload(wamid="wamid.OUT", status="read", timestamp=T0), "999")).status_code
+        == 200
+    )
+    job.refresh_from_db()
+    assert (job.delivery_status, job.delivery_updated_at) == (OutboundJob.Delivery.NONE, None)
+    assert any("phone_number_id='999'" in line and "1 statuses" in line for line in _skipped(webhook_log))
+
+
+@pytest.mark.django_db
+def test_status_from_another_number_does_not_settle_a_lost_send(webhook):
+    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
+    payload = status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=f"{job.key}:text")
+    assert webhook(_to_number(payload, "999")).status_code == 200
+    job.refresh_from_db()
+    assert (job.status, job.wa_message_id) == (OutboundJob.Status.READY_TO_SEND, "")
+
+
+@pytest.mark.django_db
+def test_mixed_batch_stores_only_the_entries_for_our_number(webhook, no_network):
+    job = make_job(wa_id="111", inbound_wamid="wamid.PREV")
+    payload = text_payload(wamid="wamid.OURS", timestamp=T0)
+    theirs = _to_number(text_payload(wamid="wamid.THEIRS", wa_id="4915100000", timestamp=T0), "999")
+    payload["entry"].append(theirs["entry"][0])
+    # And in one entry, a change for each number: our status, then theirs for the same job's message.
+    payload["entry"][0]["changes"].append(
+        _to_number(status_payload(wamid="wamid.OUT", status="read", timestamp=T0 + 2), "999")["entry"][0][
+            "changes"
+        ][0]
+    )
+    payload["entry"][0]["changes"].append(
+        status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0 + 1)["entry"][0]["changes"][0]
+    )
+    assert webhook(payload).status_code == 200
+    assert set(InboundMessage.objects.values_list("wamid", flat=True)) == {"wamid.PREV", "wamid.OURS"}
+    assert not Contact.objects.filter(wa_id="4915100000").exists()
+    assert OutboundJob.objects.filter(inbound_message__wamid="wamid.OURS").count() == 1
+    assert OutboundJob.objects.count() == 2
+    job.refresh_from_db()
+    assert job.delivery_status == OutboundJob.Delivery.DELIVERED
+
+
+@pytest.mark.django_db
+def test_served_numbers_are_one_id_or_a_comma_separated_list(webhook, settings):
+    settings.WHATSAPP_PHONE_NUMBER_ID = f" 111222333 ,{OUR_NUMBER},,"
+    for wamid, number in [("wamid.A", "111222333"), ("wamid.B", OUR_NUMBER), ("wamid.C", "444")]:
+        payload = _to_number(text_payload(wamid=wamid, timestamp=T0), number)
+        assert webhook(payload).status_code == 200
+    assert set(InboundMessage.objects.values_list("wamid", flat=True)) == {"wamid.A", "wamid.B"}
+
+
+@pytest.mark.django_db
+def test_without_a_configured_number_debug_serves_only_the_example_number(webhook, settings):
+    # The first run (`make run`, no Meta credentials): `simulate_inbound` sends to Meta's example number.
+    settings.WHATSAPP_PHONE_NUMBER_ID = ""
+    settings.DEBUG = True
+    assert webhook(text_payload(wamid="wamid.SIM", timestamp=T0)).status_code == 200
+    assert webhook(_to_number(text_payload(wamid="wamid.REAL", timestamp=T0), "999")).status_code == 200
+    settings.DEBUG = False
+    assert webhook(text_payload(wamid="wamid.PROD", timestamp=T0)).status_code == 200
+    assert list(InboundMessage.objects.values_list("wamid", flat=True)) == ["wamid.SIM"]
+
+
+# ---------------------------------------------------------------------------------------------- unstorable values
+SURROGATE_ESCAPES = [b"\\ud800", b"\\uDBFF", b"\\udc00", b"\\uDfFf", b"\xed\xa0\x80"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("surrogate", SURROGATE_ESCAPES, ids=["d800", "DBFF", "dc00", "DfFf", "utf8-bytes"])
+def test_lone_surrogates_are_stored_as_replacement_characters_with_the_rest_of_the_batch(webhook, surrogate):
+    messages = [
+        text_message(wamid="wamid.S1", body="before@@after", timestamp=T0),
+        text_message(wamid="wamid.S2", wa_id="222", body="fine", timestamp=T0 + 1),
+    ]
+    contacts = [
+        {"profile": {"name": "Zo@@"}, "wa_id": "16505551234"},
+        {"profile": {"name": "Kim"}, "wa_id": "222"},
+    ]
+    payload = batch_payload(messages, contacts=contacts)
+    _value(payload)["messages"][0]["k@@ey"] = "v"
+    body = _body(payload).replace(b"@@", surrogate)
+    assert webhook(body).status_code == 200
+    assert counts() == (2, 2, 2)
+    message = InboundMessage.objects.get(wamid="wamid.S1")
+    assert message.text == "before\ufffdafter"
+    assert message.raw["text"]["body"] == "before\ufffdafter"
+    assert message.raw["k\ufffdey"] == "v"
+    assert message.contact.profile_name == "Zo\ufffd"
+    assert InboundMessage.objects.get(wamid="wamid.S2").text == "fine"
+
+
+@pytest.mark.django_db
+def test_a_surrogate_pair_is_an_ordinary_character(webhook):
+    body = _body(text_payload(wamid="wamid.E", timestamp=T0, body="hi \U0001f44b", name="\U0001f600"))
+    assert b"\\ud83d\\udc4b" in body  # json.dumps escapes it as a pair
+    assert webhook(body).status_code == 200
+    message = InboundMessage.objects.get()
+    assert (message.text, message.contact.profile_name) == ("hi \U0001f44b", "\U0001f600")
+
+
+NON_FINITE = [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("number", NON_FINITE, ids=lambda n: n.decode())
+def test_non_finite_numbers_in_raw_fields_are_stored_as_null(webhook, no_network, number):
+    payload = text_payload(wamid="wamid.N", timestamp=T0)
+    message = _value(payload)["messages"][0]
+    message["location"] = {"latitude": "@@", "more": ["@@", 1.5]}
+    _value(payload)["extra"] = "@@"
+    payload["entry"][0]["extra"] = {"x": "@@"}
+    assert webhook(_body(payload).replace(b'"@@"', number)).status_code == 200
+    assert counts() == (1, 1, 1)
+    stored = InboundMessage.objects.get()
+    assert stored.raw["location"] == {"latitude": None, "more": [None, 1.5]}
+    assert stored.text == "Hello"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("number", NON_FINITE, ids=lambda n: n.decode())
+def test_non_finite_timestamp_is_skipped_as_malformed_and_the_rest_is_stored(webhook, webhook_log, number):
+    messages = [
+        text_message(wamid="wamid.T1", timestamp=T0),
+        text_message(wamid="wamid.T2", wa_id="222", timestamp=T0),
+    ]
+    payload = batch_payload(messages)
+    _value(payload)["messages"][0]["timestamp"] = "@@"
+    assert webhook(_body(payload).replace(b'"@@"', number)).status_code == 200
+    assert list(InboundMessage.objects.values_list("wamid", flat=True)) == ["wamid.T2"]
+    assert any("malformed message id='wamid.T1'" in line for line in _skipped(webhook_log))
+
+
+@pytest.mark.django_db
+def test_non_finite_status_timestamp_is_skipped_and_the_job_left_alone(webhook):
+    job = make_job()
+    body = _body(status_payload(wamid="wamid.OUT", status="read", timestamp=T0)).replace(
+        f'"{T0}"'.encode(), b"NaN"
+    )
+    assert webhook(body).status_code == 200
+    job.refresh_from_db()
+    assert job.delivery_status == OutboundJob.Delivery.NONE
+
+
+# ---------------------------------------------------------------------------------------------- poisoned batch
+def _poison(error: Exception, *wamids: str):
+    """`_store_messages` failing with `error` for any batch that holds one of `wamids`, as the database would."""
+    real = services._store_messages
+
+    def store(messages, contacts):
+        if any(m.wamid in wamids for m in messages):
+            raise error
+        return real(messages, contacts)
+
+    return mock.patch("webhooks.services._store_messages", side_effect=store)
+
+
+def _batch_with_a_poisoned_message() -> dict[str, Any]:
+    payload = batch_payload(
+        [
+            text_message(wamid="wamid.G1", timestamp=T0, body="first good"),
+            text_message(wamid="wamid.POISON", wa_id="222", timestamp=T0 + 1, body="the customer's secret"),
+            text_message(wamid="wamid.G2", wa_id="333", timestamp=T0 + 2, body="second good"),
+        ]
+    )
+    payload["entry"][0]["changes"].append(
+        status_payload(wamid="wamid.OUT", status="read", timestamp=T0)["entry"][0]["changes"][0]
+    )
+    return payload
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "error",
+    [
+        DataError("invalid input syntax for type json: the customer's secret"),
+        IntegrityError("CHECK constraint failed: the customer's secret"),
+        KeyError("the customer's secret"),
+    ],
+    ids=["DataError", "IntegrityError", "a-bug"],
+)
+def test_one_poisoned_message_does_not_cost_the_rest_of_the_batch(webhook, webhook_log, error):
+    job = make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    with _poison(error, "wamid.POISON"):
+        response = webhook(_batch_with_a_poisoned_message())
+    assert response.status_code == 200
+    stored = set(InboundMessage.objects.values_list("wamid", flat=True))
+    assert stored == {"wamid.PREV", "wamid.G1", "wamid.G2"}
+    assert OutboundJob.objects.filter(inbound_message__wamid__in=["wamid.G1", "wamid.G2"]).count() == 2
+    assert not Contact.objects.filter(wa_id="222").exists()  # its own transaction rolled back whole
+    job.refresh_from_db()
+    assert job.delivery_status == OutboundJob.Delivery.READ
+    errors = [r.getMessage() for r in webhook_log.records if r.levelno == logging.ERROR]
+    assert f"webhook_item_failed kind=message wamid=wamid.POISON error={type(error).__name__}" in errors
+    assert any(line.startswith(f"webhook_batch_failed error={type(error).__name__}") for line in errors)
+    assert "failed=1" in webhook_log.text
+    assert "secret" not in webhook_log.text
+
+
+@pytest.mark.django_db
+def test_the_poisoned_message_redelivered_is_answered_200_again_and_the_rest_stored_once(webhook):
+    with _poison(DataError("bad"), "wamid.POISON"):
+        assert webhook(_batch_with_a_poisoned_message()).status_code == 200
+        assert webhook(_batch_with_a_poisoned_message()).status_code == 200
+    assert InboundMessage.objects.count() == 2
+    assert OutboundJob.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_database_that_goes_down_during_the_one_at_a_time_retry_is_503(webhook):
+    with (
+        _poison(DataError("bad"), "wamid.POISON"),
+        mock.patch("webhooks.services.outbound_jobs_enqueue", side_effect=[OperationalError("down")]),
+    ):
+        # The batch fails on the poison, then the first message alone finds the database gone.
+        assert webhook(_batch_with_a_poisoned_message()).status_code == 503
+    assert InboundMessage.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_sql_the_database_refuses_is_503_not_200(webhook):
+    # On PostgreSQL a table a migration has not created yet: not the payload's fault, so Meta's redelivery
+    # must still find us able to store it.
+    with mock.patch("webhooks.services._store_messages", side_effect=ProgrammingError("no such relation")):
+        assert webhook(_batch_with_a_poisoned_message()).status_code == 503
+    assert counts() == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_when_even_the_retry_fails_the_answer_is_a_logged_400(webhook, webhook_log):
+    with (
+        mock.patch("webhooks.services._store_messages", side_effect=DataError("bad")),
+        mock.patch("webhooks.views.webhook_ingest_each", side_effect=RuntimeError("a bug")),
+    ):
+        response = webhook(_batch_with_a_poisoned_message())
+    assert response.status_code == 400
+    assert response.content == b"payload could not be stored"
+    assert "webhook_unstorable error=RuntimeError" in webhook_log.text
+    assert counts() == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_parser_bug_is_a_logged_400_not_a_500(webhook, webhook_log):
+    with mock.patch("webhooks.views.parse_webhook", side_effect=TypeError("the customer's secret")):
+        response = webhook(text_payload(wamid="wamid.A", timestamp=T0))
+    assert response.status_code == 400
+    assert "webhook_unparsable error=TypeError" in webhook_log.text
+    assert "secret" not in webhook_log.text
+
+
+# ---------------------------------------------------------------------------------------------- profile name
+@pytest.mark.django_db
+def test_an_older_message_never_moves_the_profile_name_back(webhook):
+    assert webhook(text_payload(wamid="wamid.10", timestamp=T0 + 10, name="New")).status_code == 200
+    assert webhook(text_payload(wamid="wamid.5", timestamp=T0 + 5, name="Old")).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.profile_name, contact.last_inbound_at) == ("New", at(T0 + 10))
+    assert webhook(text_payload(wamid="wamid.20", timestamp=T0 + 20, name="Newest")).status_code == 200
+    contact.refresh_from_db()
+    assert (contact.profile_name, contact.last_inbound_at) == ("Newest", at(T0 + 20))
+    # Meta's timestamps have 1-second resolution: a message of the same second may rename too.
+    assert webhook(text_payload(wamid="wamid.20b", timestamp=T0 + 20, name="Same second")).status_code == 200
+    contact.refresh_from_db()
+    assert contact.profile_name == "Same second"
+
+
+@pytest.mark.django_db
+def test_an_older_message_redelivered_with_an_older_name_keeps_the_newer_one(webhook):
+    webhook(text_payload(wamid="wamid.old", timestamp=T0, name="Old"))
+    webhook(text_payload(wamid="wamid.new", timestamp=T0 + 60, name="New"))
+    assert webhook(text_payload(wamid="wamid.old", timestamp=T0, name="Old")).status_code == 200
+    assert Contact.objects.get().profile_name == "New"
+
+
+@pytest.mark.django_db
+def test_an_empty_profile_name_never_blanks_a_known_one(webhook):
+    webhook(text_payload(wamid="wamid.1", timestamp=T0, name="Kim"))
+    assert webhook(text_payload(wamid="wamid.2", timestamp=T0 + 60, name="")).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.profile_name, contact.last_inbound_at) == ("Kim", at(T0 + 60))
+
+
+@pytest.mark.django_db
+def test_the_name_is_decided_on_the_row_not_on_what_the_post_read(webhook):
+    # A racing POST stores a newer message between this POST's read of the contact and its update: the
+    # database still holds the newer name (the decision is the UPDATE's, not Python's).
+    webhook(text_payload(wamid="wamid.1", timestamp=T0, name="First"))
+    real_filter = Contact.objects.filter
+
+    def racing_filter(*args: Any, **kwargs: Any) -> Any:
+        rows = list(real_filter(*args, **kwargs).order_by("pk"))  # this POST reads the contact (at T0) ...
+        real_filter().update(profile_name="Racer", last_inbound_at=at(T0 + 100))  # ... then the racer commits
+        return mock.Mock(order_by=lambda *_: rows)
+
+    with mock.patch.object(Contact.objects, "filter", side_effect=racing_filter):
+        assert webhook(text_payload(wamid="wamid.2", timestamp=T0 + 50, name="Slower")).status_code == 200
+    contact = Contact.objects.get()
+    assert (contact.profile_name, contact.last_inbound_at) == ("Racer", at(T0 + 100))

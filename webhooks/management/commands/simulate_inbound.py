@@ -16,10 +16,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from webhooks.payloads import messages_webhook, text_message
+from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, messages_webhook, split_phone_number_ids, text_message
 from webhooks.signatures import sign
 
-DEFAULT_PHONE_NUMBER_ID = "106540352242922"
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -73,8 +72,9 @@ class Command(BaseCommand):
             ],
             contacts=[{"profile": {"name": options["name"]}, "wa_id": wa_id}],
             # The first number the server serves: a webhook for any other number is ignored.
-            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.split(",")[0].strip()
-            or DEFAULT_PHONE_NUMBER_ID,
+            phone_number_id=(
+                split_phone_number_ids(settings.WHATSAPP_PHONE_NUMBER_ID) or [EXAMPLE_PHONE_NUMBER_ID]
+            )[0],
         )
         body = json.dumps(payload).encode()
         url = options["url"].rstrip("/") + reverse("whatsapp-webhook")
