@@ -138,11 +138,8 @@ X_FRAME_OPTIONS = "DENY"
 WHATSAPP_APP_SECRET: str = env.str("WHATSAPP_APP_SECRET", default="")
 WHATSAPP_VERIFY_TOKEN: str = env.str("WHATSAPP_VERIFY_TOKEN", default="")
 WHATSAPP_ACCESS_TOKEN: str = env.str("WHATSAPP_ACCESS_TOKEN", default="")
-# Comma-separated: the business numbers served. Webhooks for any other number are ignored. With DEBUG on and
-# nothing set, the first run serves Meta's documentation example id, which simulate_inbound writes to.
-WHATSAPP_PHONE_NUMBER_ID: str = env.str(
-    "WHATSAPP_PHONE_NUMBER_ID", default="106540352242922" if DEBUG else ""
-)
+# Comma-separated: the business numbers served; webhooks for any other number are ignored (webhooks.views).
+WHATSAPP_PHONE_NUMBER_ID: str = env.str("WHATSAPP_PHONE_NUMBER_ID", default="")
 WHATSAPP_GRAPH_URL: str = env.str("WHATSAPP_GRAPH_URL", default="https://graph.facebook.com")
 WHATSAPP_API_VERSION: str = env.str("WHATSAPP_API_VERSION", default="v25.0")
 WHATSAPP_TIMEOUT: float = env.float("WHATSAPP_TIMEOUT", default=15.0)

@@ -123,6 +123,16 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="outbound.E003",
             )
         )
+    if "," in settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,"):
+        # The webhook already accepts the list form; the worker still sends from one number, so a second
+        # number's customers would be answered from the first.
+        errors.append(
+            Error(
+                "WHATSAPP_PHONE_NUMBER_ID lists several numbers; this version answers from one number only.",
+                hint="Set WHATSAPP_PHONE_NUMBER_ID to the one number id this service serves.",
+                id="outbound.E007",
+            )
+        )
     for name in ("OUTBOUND_MAX_ATTEMPTS", "OUTBOUND_STALE_SECONDS", "OUTBOUND_MAX_SENDS_PER_SECOND"):
         if not getattr(settings, name) > 0:
             errors.append(Error(f"{name} must be positive.", id="outbound.E004"))

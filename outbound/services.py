@@ -93,11 +93,13 @@ def outbound_config_from_settings() -> OutboundConfig:
 
     sender: Sender
     if settings.OUTBOUND_SENDER == "console":
-        sender = ConsoleSender(phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID or "PHONE_NUMBER_ID")
+        sender = ConsoleSender(
+            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,") or "PHONE_NUMBER_ID"
+        )
     else:
         sender = WhatsAppClient(
             access_token=settings.WHATSAPP_ACCESS_TOKEN,
-            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID,
+            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,"),
             base_url=settings.WHATSAPP_GRAPH_URL,
             api_version=settings.WHATSAPP_API_VERSION,
             timeout=settings.WHATSAPP_TIMEOUT,

@@ -46,3 +46,15 @@ def test_production_backends_pass(settings):
     settings.DEBUG = False
     assert check_backends() == []
     assert check_required_settings() == []
+
+
+@pytest.mark.parametrize("value", ["106540352242922,111222333444555", " 1 , 2 "])
+def test_several_business_numbers_are_refused_until_the_worker_can_answer_from_each(settings, value):
+    settings.WHATSAPP_PHONE_NUMBER_ID = value
+    assert [e.id for e in check_backends()] == ["outbound.E007"]
+
+
+@pytest.mark.parametrize("value", ["106540352242922", " 106540352242922 , "])
+def test_one_business_number_passes(settings, value):
+    settings.WHATSAPP_PHONE_NUMBER_ID = value
+    assert check_backends() == []

@@ -40,12 +40,6 @@ def test_the_message_is_stored_with_its_job(live_server):
     assert "OUTBOUND_SENDER=graph: the reply will really be sent to +351912345678." in out
 
 
-def test_a_list_of_numbers_sends_to_the_first(live_server, settings):
-    settings.WHATSAPP_PHONE_NUMBER_ID = " 111222333 , 106540352242922"
-    simulate("Hello", url=live_server.url)
-    assert InboundMessage.objects.count() == 1
-
-
 def test_without_a_configured_number_debug_stores_the_simulated_message(live_server, settings):
     # `make run` with the .env.example: DEBUG on and no WHATSAPP_PHONE_NUMBER_ID.
     settings.WHATSAPP_PHONE_NUMBER_ID = ""
