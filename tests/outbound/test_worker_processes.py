@@ -248,11 +248,14 @@ def test_database_connection_killed_mid_run_fails_loudly_or_recovers_and_next_ru
     finally:
         (first,) = group.wait(timeout=50)
     loud = first.returncode != 0 or "Error" in first.stdout
-    report("connection killed", terminated=terminated, exit=first.returncode, loud=loud)
+    # A backend killed between two statements is replaced before its next use (CONN_HEALTH_CHECKS, and the
+    # worker's close_old_connections): then nothing broke, and every job must have been sent exactly once.
+    clean = first.returncode == 0 and sorted(graph.sends_per_job().values()) == [1] * 40
+    report("connection killed", terminated=terminated, exit=first.returncode, loud=loud, clean=clean)
     assert terminated >= 1
-    # Either the run stopped with an error, or it carried on and logged what broke.
-    assert loud, first.stdout[-2000:]
-    assert first.returncode != 0 or "Traceback" in first.stdout or "job_crashed" in first.stdout
+    # Either the run stopped with an error, or it carried on and logged what broke, or nothing broke at all.
+    assert loud or clean, first.stdout[-2000:]
+    assert clean or first.returncode != 0 or "Traceback" in first.stdout or "job_crashed" in first.stdout
 
     time.sleep(STALE_SECONDS + 0.5)
     # A job whose generation crashed on the dead connection is given back with backoff (30 s in tests.settings):
