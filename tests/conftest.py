@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from bench.fakes import FakeOpenAI, FaultPlan
-from webhooks.payloads import messages_webhook, text_message_webhook
+from webhooks.envelopes import messages_webhook, text_message_webhook
 from webhooks.signatures import sign
 
 DATA = Path(__file__).parent / "data"

@@ -18,7 +18,7 @@ from responses import matchers
 from bench.fakes import FakeGraph, self_signed_certificate
 from bench.fakes import openai_error as scripted_openai_error
 from outbound.models import OutboundJob
-from outbound.services import outbound_jobs_claim
+from outbound.services.claims import outbound_jobs_claim
 from tests.conftest import status_payload
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, make_due, run_jobs
 

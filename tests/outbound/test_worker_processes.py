@@ -23,9 +23,10 @@ from psycopg import sql
 from bench import harness
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from outbound.models import OutboundJob, WorkerHeartbeat
+from outbound.services.ingest import webhook_ingest
 from tests.conftest import SERVED_PHONE_NUMBER_IDS
-from webhooks.payloads import messages_webhook, parse_webhook
-from webhooks.services import webhook_ingest
+from webhooks.envelopes import messages_webhook
+from webhooks.payloads import parse_webhook
 
 STALE_SECONDS = 2
 UNSETTLED_LINE = "may have reached Meta"

@@ -21,9 +21,8 @@ from django.db import connection
 from django.utils import timezone
 
 from bench import harness
-from outbound.models import OutboundJob
+from outbound.models import InboundMessage, OutboundJob
 from tests.conftest import post_signed, text_payload
-from webhooks.models import InboundMessage
 from webhooks.signatures import sign
 
 pytestmark = [

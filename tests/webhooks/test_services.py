@@ -4,12 +4,12 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from outbound.models import OutboundJob
+from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.services.ingest import webhook_ingest
 from tests.conftest import SERVED_PHONE_NUMBER_IDS, load, post_signed, status_payload
-from tests.webhooks.conftest import batch_payload, make_job, text_message
-from webhooks.models import Contact, InboundMessage
+from tests.factories import make_sent_job
+from tests.webhooks.conftest import batch_payload, text_message
 from webhooks.payloads import parse_webhook
-from webhooks.services import webhook_ingest
 
 T0 = 1_750_000_000
 
@@ -26,7 +26,7 @@ def test_ingest_counts_new_messages_and_jobs():
 
 @pytest.mark.django_db
 def test_ingest_counts_statuses():
-    make_job(wa_message_id="wamid.OUT")
+    make_sent_job(wa_message_id="wamid.OUT")
     parsed = parse_webhook(
         status_payload(wamid="wamid.OUT", status="read", timestamp=T0),
         phone_number_ids=SERVED_PHONE_NUMBER_IDS,

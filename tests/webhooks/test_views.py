@@ -14,11 +14,11 @@ from django.db import DataError, IntegrityError, OperationalError, ProgrammingEr
 from django.urls import reverse
 from django.utils import timezone
 
-from outbound.models import OutboundJob
+from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.services import ingest as services
 from tests.conftest import load, status_payload, text_payload
-from tests.webhooks.conftest import batch_payload, make_job, text_message
-from webhooks import services
-from webhooks.models import Contact, InboundMessage
+from tests.factories import make_sent_job
+from tests.webhooks.conftest import batch_payload, text_message
 from webhooks.signatures import sign
 
 URL = "/webhooks/whatsapp/"
@@ -472,7 +472,7 @@ def test_same_wamid_in_two_entries_of_one_post_is_one(webhook):
 @pytest.mark.django_db
 def test_redelivery_does_not_reopen_an_answered_message(webhook):
     payload = text_payload(wamid="wamid.IN", timestamp=T0)
-    make_job(inbound_wamid="wamid.IN")
+    make_sent_job(inbound_wamid="wamid.IN")
     assert webhook(payload).status_code == 200
     job = OutboundJob.objects.get()
     assert job.status == OutboundJob.Status.SENT
@@ -543,7 +543,7 @@ def test_unknown_future_type_is_stored_not_answered(webhook):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("message_type", [*InboundMessage.Type.values, "brand_new"])
+@pytest.mark.parametrize("message_type", [*[t.value for t in InboundMessage.Type], "brand_new"])
 @pytest.mark.parametrize("content", [None, 7, "str", [], {"weird": [1, {"x": None}]}])
 def test_no_type_raises_whatever_its_content(webhook, message_type, content):
     message = {"from": "16505551234", "id": "wamid.T", "timestamp": str(T0), "type": message_type}
@@ -572,7 +572,7 @@ def _statuses(*items: tuple[str, str, int], callback_data: str | None = None) ->
 
 @pytest.mark.django_db
 def test_sent_status_is_recorded(webhook, no_network):
-    job = make_job(wa_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=")
+    job = make_sent_job(wa_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=")
     assert webhook(load("status_sent.json")).status_code == 200
     job.refresh_from_db()
     assert job.delivery_status == OutboundJob.Delivery.SENT
@@ -582,7 +582,7 @@ def test_sent_status_is_recorded(webhook, no_network):
 
 @pytest.mark.django_db
 def test_statuses_in_order_across_posts(webhook):
-    job = make_job()
+    job = make_sent_job()
     for i, status in enumerate(["sent", "delivered", "read"]):
         assert webhook(status_payload(wamid="wamid.OUT", status=status, timestamp=T0 + i)).status_code == 200
         job.refresh_from_db()
@@ -592,7 +592,7 @@ def test_statuses_in_order_across_posts(webhook):
 
 @pytest.mark.django_db
 def test_statuses_out_of_order_across_posts_never_move_back(webhook):
-    job = make_job()
+    job = make_sent_job()
     for status, ts in [("read", T0 + 2), ("delivered", T0 + 1), ("sent", T0)]:
         assert webhook(status_payload(wamid="wamid.OUT", status=status, timestamp=ts)).status_code == 200
         job.refresh_from_db()
@@ -602,7 +602,7 @@ def test_statuses_out_of_order_across_posts_never_move_back(webhook):
 
 @pytest.mark.django_db
 def test_statuses_out_of_order_within_one_post(webhook):
-    job = make_job()
+    job = make_sent_job()
     payload = _statuses(
         ("wamid.OUT", "read", T0 + 2), ("wamid.OUT", "delivered", T0 + 1), ("wamid.OUT", "sent", T0)
     )
@@ -615,7 +615,7 @@ def test_statuses_out_of_order_within_one_post(webhook):
 @pytest.mark.django_db
 def test_statuses_with_the_same_timestamp_within_one_post(webhook):
     # Meta's timestamps have 1-second resolution: delivered and read often share one.
-    job = make_job()
+    job = make_sent_job()
     payload = _statuses(("wamid.OUT", "read", T0), ("wamid.OUT", "delivered", T0), ("wamid.OUT", "sent", T0))
     assert webhook(payload).status_code == 200
     job.refresh_from_db()
@@ -624,7 +624,7 @@ def test_statuses_with_the_same_timestamp_within_one_post(webhook):
 
 @pytest.mark.django_db
 def test_delivered_may_be_skipped(webhook):
-    job = make_job()
+    job = make_sent_job()
     webhook(status_payload(wamid="wamid.OUT", status="sent", timestamp=T0))
     webhook(status_payload(wamid="wamid.OUT", status="read", timestamp=T0 + 5))
     webhook(status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0 + 5))
@@ -634,7 +634,7 @@ def test_delivered_may_be_skipped(webhook):
 
 @pytest.mark.django_db
 def test_played_counts_as_read(webhook):
-    job = make_job(delivery_status=OutboundJob.Delivery.DELIVERED)
+    job = make_sent_job(delivery_status=OutboundJob.Delivery.DELIVERED)
     assert webhook(status_payload(wamid="wamid.OUT", status="played", timestamp=T0)).status_code == 200
     job.refresh_from_db()
     assert job.delivery_status == OutboundJob.Delivery.READ
@@ -645,7 +645,7 @@ def test_played_counts_as_read(webhook):
 
 @pytest.mark.django_db
 def test_repeated_status_is_harmless(webhook):
-    job = make_job()
+    job = make_sent_job()
     for _ in range(3):
         assert webhook(status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0)).status_code == 200
     job.refresh_from_db()
@@ -654,7 +654,7 @@ def test_repeated_status_is_harmless(webhook):
 
 @pytest.mark.django_db
 def test_failed_keeps_metas_code_and_details(webhook):
-    job = make_job(wa_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI0QUQ2MjA4NEYyRkExNjMyREUA")
+    job = make_sent_job(wa_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI0QUQ2MjA4NEYyRkExNjMyREUA")
     assert webhook(load("status_failed.json")).status_code == 200
     job.refresh_from_db()
     assert job.delivery_status == OutboundJob.Delivery.FAILED
@@ -669,7 +669,7 @@ def test_failed_keeps_metas_code_and_details(webhook):
 
 @pytest.mark.django_db
 def test_failed_is_not_undone_by_a_late_sent(webhook):
-    job = make_job()
+    job = make_sent_job()
     webhook(status_payload(wamid="wamid.OUT", status="failed", timestamp=T0 + 1, error_code=131026))
     webhook(status_payload(wamid="wamid.OUT", status="sent", timestamp=T0))
     job.refresh_from_db()
@@ -678,7 +678,7 @@ def test_failed_is_not_undone_by_a_late_sent(webhook):
 
 @pytest.mark.django_db
 def test_failed_after_sent_in_one_post(webhook):
-    job = make_job()
+    job = make_sent_job()
     payload = _statuses(("wamid.OUT", "failed", T0), ("wamid.OUT", "sent", T0))
     payload["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"] = [
         {"code": 131047, "title": "Re-engagement message", "error_data": {"details": "more than 24 hours"}}
@@ -691,7 +691,7 @@ def test_failed_after_sent_in_one_post(webhook):
 
 @pytest.mark.django_db
 def test_failed_131047_on_a_sent_text_reply_awaits_the_template(webhook):
-    job = make_job(send_as=OutboundJob.SendAs.TEXT)
+    job = make_sent_job(send_as=OutboundJob.SendAs.TEXT)
     payload = status_payload(wamid="wamid.OUT", status="failed", timestamp=T0, error_code=131047)
     assert webhook(payload).status_code == 200
     assert list(OutboundJob.objects.awaiting_template_fallback()) == [job]
@@ -699,14 +699,14 @@ def test_failed_131047_on_a_sent_text_reply_awaits_the_template(webhook):
 
 @pytest.mark.django_db
 def test_failed_131047_on_a_template_does_not_loop(webhook):
-    make_job(send_as=OutboundJob.SendAs.TEMPLATE)
+    make_sent_job(send_as=OutboundJob.SendAs.TEMPLATE)
     webhook(status_payload(wamid="wamid.OUT", status="failed", timestamp=T0, error_code=131047))
     assert not OutboundJob.objects.awaiting_template_fallback().exists()
 
 
 @pytest.mark.django_db
 def test_unknown_status_id_is_logged_and_ignored(webhook, webhook_log):
-    job = make_job()
+    job = make_sent_job()
     response = webhook(status_payload(wamid="wamid.SOMEONE-ELSE", status="read", timestamp=T0))
     assert response.status_code == 200
     job.refresh_from_db()
@@ -720,7 +720,9 @@ def test_unknown_status_id_is_logged_and_ignored(webhook, webhook_log):
     "callback_data", ["", "garbage", "12345:text", "00000000-0000-0000-0000-000000000000:text"]
 )
 def test_unknown_callback_data_is_ignored(webhook, callback_data):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
+    job = make_sent_job(
+        status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now()
+    )
     payload = status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=callback_data)
     assert webhook(payload).status_code == 200
     job.refresh_from_db()
@@ -733,7 +735,7 @@ def test_unknown_callback_data_is_ignored(webhook, callback_data):
 )
 def test_status_with_the_key_settles_a_send_whose_response_was_lost(webhook, send_as, kind):
     started = timezone.now() - timedelta(minutes=1)
-    job = make_job(
+    job = make_sent_job(
         status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_as=send_as, send_started_at=started
     )
     payload = status_payload(
@@ -751,7 +753,9 @@ def test_status_with_the_key_settles_a_send_whose_response_was_lost(webhook, sen
 
 @pytest.mark.django_db
 def test_settled_job_then_follows_by_wamid(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
+    job = make_sent_job(
+        status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now()
+    )
     webhook(status_payload(wamid="wamid.LOST", status="sent", timestamp=T0, callback_data=f"{job.key}:text"))
     webhook(status_payload(wamid="wamid.LOST", status="read", timestamp=T0 + 9))
     job.refresh_from_db()
@@ -760,7 +764,9 @@ def test_settled_job_then_follows_by_wamid(webhook):
 
 @pytest.mark.django_db
 def test_several_statuses_with_the_key_in_one_post_settle_once(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
+    job = make_sent_job(
+        status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now()
+    )
     payload = _statuses(
         ("wamid.LOST", "delivered", T0 + 1), ("wamid.LOST", "sent", T0), callback_data=f"{job.key}:text"
     )
@@ -777,7 +783,7 @@ def test_several_statuses_with_the_key_in_one_post_settle_once(webhook):
 @pytest.mark.django_db
 def test_status_with_the_key_settles_a_send_staff_were_handed(webhook):
     # Stale recovery moved the uncertain send to FAILED for staff; Meta's status still proves it arrived.
-    job = make_job(status=OutboundJob.Status.FAILED, wa_message_id="", send_started_at=timezone.now())
+    job = make_sent_job(status=OutboundJob.Status.FAILED, wa_message_id="", send_started_at=timezone.now())
     webhook(status_payload(wamid="wamid.LATE", status="sent", timestamp=T0, callback_data=f"{job.key}:text"))
     job.refresh_from_db()
     assert (job.status, job.wa_message_id) == (OutboundJob.Status.SENT, "wamid.LATE")
@@ -788,7 +794,7 @@ def test_status_with_the_key_settles_a_send_staff_were_handed(webhook):
     ("send_as", "kind"), [(OutboundJob.SendAs.TEMPLATE, "text"), (OutboundJob.SendAs.TEXT, "template")]
 )
 def test_status_whose_key_kind_does_not_match_send_as_does_not_settle(webhook, send_as, kind):
-    job = make_job(
+    job = make_sent_job(
         status=OutboundJob.Status.READY_TO_SEND,
         wa_message_id="",
         send_as=send_as,
@@ -808,7 +814,7 @@ def test_status_whose_key_kind_does_not_match_send_as_does_not_settle(webhook, s
 
 @pytest.mark.django_db
 def test_status_with_the_key_does_not_settle_a_send_that_never_started(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=None)
+    job = make_sent_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=None)
     webhook(status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=f"{job.key}:text"))
     job.refresh_from_db()
     assert (job.status, job.wa_message_id) == (OutboundJob.Status.READY_TO_SEND, "")
@@ -816,7 +822,7 @@ def test_status_with_the_key_does_not_settle_a_send_that_never_started(webhook):
 
 @pytest.mark.django_db
 def test_status_with_the_key_of_a_sent_job_does_not_replace_its_message_id(webhook):
-    job = make_job(wa_message_id="wamid.REAL")
+    job = make_sent_job(wa_message_id="wamid.REAL")
     webhook(status_payload(wamid="wamid.OTHER", status="read", timestamp=T0, callback_data=f"{job.key}:text"))
     job.refresh_from_db()
     assert (job.wa_message_id, job.delivery_status) == ("wamid.REAL", OutboundJob.Delivery.NONE)
@@ -824,7 +830,7 @@ def test_status_with_the_key_of_a_sent_job_does_not_replace_its_message_id(webho
 
 @pytest.mark.django_db
 def test_messages_and_statuses_in_one_post(webhook):
-    job = make_job(wa_id="111", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="111", inbound_wamid="wamid.PREV")
     payload = text_payload(wamid="wamid.NEW", timestamp=T0)
     payload["entry"][0]["changes"].append(
         status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0)["entry"][0]["changes"][0]
@@ -929,7 +935,7 @@ def test_nul_characters_are_stored_as_replacement_characters(webhook):
 
 @pytest.mark.django_db
 def test_odd_status_error_code_is_stored_without_it(webhook):
-    job = make_job()
+    job = make_sent_job()
     payload = status_payload(wamid="wamid.OUT", status="failed", timestamp=T0, error_code=1)
     _value(payload)["statuses"][0]["errors"][0]["code"] = 10**15
     assert webhook(payload).status_code == 200
@@ -940,9 +946,9 @@ def test_odd_status_error_code_is_stored_without_it(webhook):
 
 # ---------------------------------------------------------------------------------------------- database errors
 FAULT_POINTS = [
-    "webhooks.services.outbound_jobs_enqueue",  # after contacts and messages are inserted
-    "webhooks.services.outbound_jobs_record_statuses",  # after the jobs, at the very end
-    "webhooks.services._store_messages",  # after the contacts
+    "outbound.services.ingest.outbound_jobs_enqueue",  # after contacts and messages are inserted
+    "outbound.services.ingest.outbound_jobs_record_statuses",  # after the jobs, at the very end
+    "outbound.services.ingest._store_messages",  # after the contacts
 ]
 
 
@@ -962,7 +968,7 @@ def _messages_and_a_status() -> dict[str, Any]:
 @pytest.mark.django_db
 @pytest.mark.parametrize("target", FAULT_POINTS)
 def test_database_error_is_503_and_writes_nothing_then_the_redelivery_stores_once(webhook, target):
-    job = make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="999", inbound_wamid="wamid.PREV")
     before = counts()
     payload = _messages_and_a_status()
     with mock.patch(target, side_effect=OperationalError("server closed the connection unexpectedly")):
@@ -983,10 +989,11 @@ def test_database_error_is_503_and_writes_nothing_then_the_redelivery_stores_onc
 
 @pytest.mark.django_db
 def test_database_error_in_a_status_update_rolls_back_the_messages(webhook):
-    make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    make_sent_job(wa_id="999", inbound_wamid="wamid.PREV")
     before = counts()
     with mock.patch(
-        "outbound.services._apply_delivery", side_effect=OperationalError("could not serialize access")
+        "outbound.services.statuses._apply_delivery",
+        side_effect=OperationalError("could not serialize access"),
     ):
         assert webhook(_messages_and_a_status()).status_code == 503
     assert counts() == before
@@ -994,7 +1001,7 @@ def test_database_error_in_a_status_update_rolls_back_the_messages(webhook):
 
 @pytest.mark.django_db
 def test_database_error_is_logged(webhook, webhook_log):
-    with mock.patch("webhooks.services.outbound_jobs_enqueue", side_effect=OperationalError("down")):
+    with mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=OperationalError("down")):
         assert webhook(text_payload(wamid="wamid.A", timestamp=T0)).status_code == 503
     assert "webhook_database_error messages=1 statuses=0" in webhook_log.text
 
@@ -1054,7 +1061,7 @@ def test_message_without_metadata_is_not_ours(webhook, webhook_log):
 @pytest.mark.django_db
 def test_status_from_another_number_leaves_our_job_as_it_was(webhook, webhook_log):
     # Same wamid as our job's message: only the business number tells them apart.
-    job = make_job()
+    job = make_sent_job()
     assert (
         webhook(_to_number(status_payload(wamid="wamid.OUT", status="read", timestamp=T0), "999")).status_code
         == 200
@@ -1066,7 +1073,9 @@ def test_status_from_another_number_leaves_our_job_as_it_was(webhook, webhook_lo
 
 @pytest.mark.django_db
 def test_status_from_another_number_does_not_settle_a_lost_send(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
+    job = make_sent_job(
+        status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now()
+    )
     payload = status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=f"{job.key}:text")
     assert webhook(_to_number(payload, "999")).status_code == 200
     job.refresh_from_db()
@@ -1075,7 +1084,7 @@ def test_status_from_another_number_does_not_settle_a_lost_send(webhook):
 
 @pytest.mark.django_db
 def test_mixed_batch_stores_only_the_entries_for_our_number(webhook, no_network):
-    job = make_job(wa_id="111", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="111", inbound_wamid="wamid.PREV")
     payload = text_payload(wamid="wamid.OURS", timestamp=T0)
     theirs = _to_number(text_payload(wamid="wamid.THEIRS", wa_id="4915100000", timestamp=T0), "999")
     payload["entry"].append(theirs["entry"][0])
@@ -1189,7 +1198,7 @@ def test_non_finite_timestamp_is_skipped_as_malformed_and_the_rest_is_stored(web
 
 @pytest.mark.django_db
 def test_non_finite_status_timestamp_is_skipped_and_the_job_left_alone(webhook):
-    job = make_job()
+    job = make_sent_job()
     body = _body(status_payload(wamid="wamid.OUT", status="read", timestamp=T0)).replace(
         f'"{T0}"'.encode(), b"NaN"
     )
@@ -1208,7 +1217,7 @@ def _poison(error: Exception, *wamids: str):
             raise error
         return real(messages, contacts)
 
-    return mock.patch("webhooks.services._store_messages", side_effect=store)
+    return mock.patch("outbound.services.ingest._store_messages", side_effect=store)
 
 
 def _batch_with_a_poisoned_message() -> dict[str, Any]:
@@ -1236,7 +1245,7 @@ def _batch_with_a_poisoned_message() -> dict[str, Any]:
     ids=["DataError", "IntegrityError", "a-bug"],
 )
 def test_one_poisoned_message_does_not_cost_the_rest_of_the_batch(webhook, webhook_log, error):
-    job = make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="999", inbound_wamid="wamid.PREV")
     with _poison(error, "wamid.POISON"):
         response = webhook(_batch_with_a_poisoned_message())
     assert response.status_code == 200
@@ -1266,7 +1275,7 @@ def test_the_poisoned_message_redelivered_is_answered_200_again_and_the_rest_sto
 def test_a_database_that_goes_down_during_the_one_at_a_time_retry_is_503(webhook):
     with (
         _poison(DataError("bad"), "wamid.POISON"),
-        mock.patch("webhooks.services.outbound_jobs_enqueue", side_effect=[OperationalError("down")]),
+        mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=[OperationalError("down")]),
     ):
         # The batch fails on the poison, then the first message alone finds the database gone.
         assert webhook(_batch_with_a_poisoned_message()).status_code == 503
@@ -1277,7 +1286,9 @@ def test_a_database_that_goes_down_during_the_one_at_a_time_retry_is_503(webhook
 def test_sql_the_database_refuses_is_503_not_200(webhook):
     # On PostgreSQL a table a migration has not created yet: not the payload's fault, so Meta's redelivery
     # must still find us able to store it.
-    with mock.patch("webhooks.services._store_messages", side_effect=ProgrammingError("no such relation")):
+    with mock.patch(
+        "outbound.services.ingest._store_messages", side_effect=ProgrammingError("no such relation")
+    ):
         assert webhook(_batch_with_a_poisoned_message()).status_code == 503
     assert counts() == (0, 0, 0)
 
@@ -1285,7 +1296,7 @@ def test_sql_the_database_refuses_is_503_not_200(webhook):
 @pytest.mark.django_db
 def test_when_even_the_retry_fails_the_answer_is_a_logged_400(webhook, webhook_log):
     with (
-        mock.patch("webhooks.services._store_messages", side_effect=DataError("bad")),
+        mock.patch("outbound.services.ingest._store_messages", side_effect=DataError("bad")),
         mock.patch("webhooks.views.webhook_ingest_each", side_effect=RuntimeError("a bug")),
     ):
         response = webhook(_batch_with_a_poisoned_message())
