@@ -1,4 +1,4 @@
-"""Helpers for the outbound worker tests: PostgreSQL-only marker, inbound messages, Graph answers, runs."""
+"""Helpers for the outbound worker tests: inbound messages, Graph answers, runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -17,16 +16,6 @@ from outbound.models import OutboundJob
 from tests.conftest import GRAPH_MESSAGES_URL, text_payload
 
 _wamids = itertools.count(1)
-
-
-def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """`@pytest.mark.postgres` tests need real row locks and concurrent connections: skip them on SQLite."""
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
 
 
 def is_postgres() -> bool:

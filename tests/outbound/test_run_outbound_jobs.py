@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 import requests
+import responses
 from django.core.management import CommandError
 from django.utils import timezone
 from responses import matchers
@@ -462,6 +463,8 @@ def test_stale_send_that_may_have_gone_out_is_failed_and_never_resent(inbound, g
     assert "may have reached Meta" in job.error_log
     assert "not resent automatically" in job.error_log
     assert len(graph.calls) == 0
+    # The registered answer was a trap for a resend, never meant to fire.
+    graph.remove(responses.POST, GRAPH_MESSAGES_URL)
 
 
 def test_a_lost_send_response_is_never_resent_and_is_settled_by_the_status_webhook(
@@ -479,6 +482,8 @@ def test_a_lost_send_response_is_never_resent_and_is_settled_by_the_status_webho
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
     run_jobs()
     assert len(graph.calls) == 1, "a send that may have reached Meta is never repeated"
+    # The second registered answer was a trap for a resend, never meant to fire.
+    graph.remove(responses.POST, GRAPH_MESSAGES_URL)
     sent = status_payload(
         wamid="wamid.LOST",
         status="sent",

@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from psycopg import sql
@@ -34,10 +33,6 @@ UNSETTLED_LINE = "may have reached Meta"
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="real worker processes sharing the test database need PostgreSQL",
-    ),
     pytest.mark.django_db(transaction=True),
 ]
 

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -27,10 +26,6 @@ from webhooks.signatures import sign
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="points the PostgreSQL connection at a dead port",
-    ),
     pytest.mark.django_db(transaction=True),
 ]
 
