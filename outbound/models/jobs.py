@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from outbound.models.contacts import Contact, InboundMessage
+from outbound.models.queries import OutboundJobQuerySet
 from outbound.models.states import (
     ALLOWED_TRANSITIONS,
     CLAIMABLE_STATUSES,
@@ -32,37 +33,6 @@ from outbound.models.states import (
 from outbound.vocabulary import ID_MAX_LENGTH, WINDOW_CLOSED_CODE, DeliveryStatus
 
 logger = logging.getLogger(__name__)
-
-
-class OutboundJobQuerySet(models.QuerySet["OutboundJob"]):
-    def due(self, now: datetime | None = None) -> OutboundJobQuerySet:
-        """Unclaimed jobs whose next attempt is due: the worker's claim predicate (indexed)."""
-        return self.filter(
-            status__in=OutboundJob.CLAIMABLE_STATUSES,
-            claim_token__isnull=True,
-            next_attempt_at__lte=now or timezone.now(),
-        )
-
-    def claimable(self, now: datetime | None = None) -> OutboundJobQuerySet:
-        """Due jobs of contacts that have no job in flight: what a claim may take (one reply at a time)."""
-        return self.due(now).exclude(contact__outbound_jobs__claim_token__isnull=False)
-
-    def in_flight(self) -> OutboundJobQuerySet:
-        """Jobs a worker holds right now."""
-        return self.filter(claim_token__isnull=False)
-
-    def stale(self, *, older_than: datetime) -> OutboundJobQuerySet:
-        """Claims older than the cut-off: their worker is presumed dead."""
-        return self.filter(claim_token__isnull=False, claimed_at__lt=older_than)
-
-    def awaiting_template_fallback(self) -> OutboundJobQuerySet:
-        """Text replies that Meta later reported failed with 131047 (window closed): send the template."""
-        return self.filter(
-            status=OutboundJob.Status.SENT,
-            send_as=OutboundJob.SendAs.TEXT,
-            delivery_status=OutboundJob.Delivery.FAILED,
-            delivery_error_code=WINDOW_CLOSED_CODE,
-        )
 
 
 class OutboundJob(models.Model):
