@@ -10,7 +10,7 @@ import enum
 
 
 class MessageType(enum.StrEnum):
-    """The `type` of an inbound message (meta-whatsapp-api reference §3.2); UNKNOWN for types Meta adds later."""
+    """The `type` of an inbound message in Meta's webhook payload; UNKNOWN for types Meta adds later."""
 
     TEXT = "text"
     IMAGE = "image"

@@ -50,7 +50,7 @@ def text_payload(
     timestamp: int | datetime,
     name: str = "Sheena",
 ) -> dict[str, Any]:
-    """A real-shaped single text message webhook (meta-whatsapp-api.md §3.2)."""
+    """A real-shaped single text message webhook (Meta's example, Cloud API webhooks)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
     return text_message_webhook(wa_id=wa_id, name=name, text=body, wamid=wamid, timestamp=ts)
 
@@ -171,6 +171,6 @@ def batch_payload(
 def text_message(
     *, wamid: str, wa_id: str = "16505551234", body: str = "Hello", timestamp: int | datetime
 ) -> dict[str, Any]:
-    """One inbound text message object (meta-whatsapp-api reference §3.2)."""
+    """One inbound text message object (as in Meta's webhook examples)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
     return {"from": wa_id, "id": wamid, "timestamp": str(ts), "type": "text", "text": {"body": body}}

@@ -2,7 +2,7 @@
 
 Nothing here raises on a malformed payload: anything that is not a well-formed message or status is
 reported in `ParsedWebhook.skipped` for the log and otherwise ignored (Meta would retry a non-200 for 7 days).
-Shapes: the Meta reference (meta-whatsapp-api.md, kept beside DESIGN.md) §3. The dataclasses are
+Shapes: Meta's webhook payload reference (Cloud API, "Webhooks"). The dataclasses are
 `outbound.inbound`'s; the vocabulary (types, statuses, column sizes) is `outbound.vocabulary`'s.
 """
 
@@ -31,7 +31,7 @@ from outbound.vocabulary import (
 
 logger = logging.getLogger(__name__)
 
-# The business number of Meta's own examples (meta-whatsapp-api reference §3): the envelopes of
+# The business number of Meta's own webhook examples: the envelopes of
 # `webhooks.envelopes` and `simulate_inbound` use it when no number is configured.
 EXAMPLE_PHONE_NUMBER_ID = "106540352242922"
 

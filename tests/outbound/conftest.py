@@ -23,7 +23,7 @@ def is_postgres() -> bool:
 
 
 def graph_ok(wamid: str = "wamid.OUT1", **extra: Any) -> dict[str, Any]:
-    """Meta's success answer to a send (meta-whatsapp-api.md §5.3)."""
+    """Meta's success answer to a send (Cloud API send reference)."""
     return {
         "messaging_product": "whatsapp",
         "contacts": [{"input": "+16505551234", "wa_id": "16505551234"}],
@@ -32,7 +32,7 @@ def graph_ok(wamid: str = "wamid.OUT1", **extra: Any) -> dict[str, Any]:
 
 
 def graph_err(code: int, message: str = "error", *, details: str = "", fbtrace_id: str = "AbCdEf123") -> dict:
-    """Meta's error body (meta-whatsapp-api.md §8.1)."""
+    """Meta's error body (Graph API error reference)."""
     return {
         "error": {
             "message": f"(#{code}) {message}",
