@@ -249,7 +249,7 @@ class FakeGraph(FakeServer):
 def graph_error(
     code: int, message: str, *, http_status: int = 400, details: str = ""
 ) -> tuple[int, dict[str, Any]]:
-    """Meta's error body (meta-whatsapp-api.md §8.1)."""
+    """Meta's error body (Graph API error reference)."""
     return http_status, {
         "error": {
             "message": f"(#{code}) {message}",

@@ -105,8 +105,7 @@ def seed_jobs(n: int, *, prefix: str, last_inbound_at: datetime | None = None) -
     """
     from django.utils import timezone
 
-    from outbound.models import OutboundJob
-    from webhooks.models import Contact, InboundMessage
+    from outbound.models import Contact, InboundMessage, OutboundJob
 
     now = timezone.now()
     when = last_inbound_at or now - timedelta(seconds=30)
@@ -150,8 +149,7 @@ def job_counts() -> dict[str, int]:
 
 def clear_tables() -> None:
     """Delete every job, message, contact and heartbeat (between benchmark cases)."""
-    from outbound.models import OutboundJob, WorkerHeartbeat
-    from webhooks.models import Contact, InboundMessage
+    from outbound.models import Contact, InboundMessage, OutboundJob, WorkerHeartbeat
 
     OutboundJob.objects.all().delete()
     InboundMessage.objects.all().delete()
@@ -202,13 +200,6 @@ class ProcessGroup:
             )
         self.procs.clear()
         return results
-
-    def kill_all(self) -> None:
-        for proc, _, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
 
 
 def _wait_with_rusage(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, int]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import statistics
 import threading
 import time
 import zlib
@@ -17,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhooks.payloads import messages_webhook, text_message
+from webhooks.envelopes import messages_webhook, text_message
 from webhooks.signatures import sign
 
 
@@ -134,7 +133,3 @@ def signed_post(path: str, payload: dict[str, Any], *, app_secret: str) -> Reque
         body,
         {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body=body, app_secret=app_secret)},
     )
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -170,8 +170,7 @@ def _check(report: Report, what: str, result: LoadResult) -> LoadResult:
 
 
 def _stored() -> tuple[int, int]:
-    from outbound.models import OutboundJob
-    from webhooks.models import InboundMessage
+    from outbound.models import InboundMessage, OutboundJob
 
     return InboundMessage.objects.count(), OutboundJob.objects.count()
 

@@ -6,42 +6,30 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from typing import Any
 
-from outbound.whatsapp import Recipient, SendResult, template_message, text_message
+from outbound.whatsapp import WhatsAppClient
 
 logger = logging.getLogger(__name__)
 
 
-class ConsoleSender:
-    """Prints `POST /{phone-number-id}/messages` with its JSON body and pretends Meta accepted it."""
+class ConsoleSender(WhatsAppClient):
+    """Prints `POST /{phone-number-id}/messages` with its JSON body and pretends Meta accepted it.
+
+    Only the `_request` chokepoint differs from the Graph client: the messages are built exactly as sent.
+    """
 
     def __init__(self, *, phone_number_id: str, api_version: str = "v25.0") -> None:
-        self._url = f"/{api_version}/{phone_number_id}/messages"
-
-    def send_text(self, *, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> SendResult:
-        return self._log(text_message(to=to, body=body, reply_to=reply_to, callback_data=callback_data))
-
-    def send_template(
-        self, *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
-    ) -> SendResult:
-        return self._log(
-            template_message(
-                to=to,
-                name=name,
-                language=language,
-                body_parameters=body_parameters,
-                callback_data=callback_data,
-            )
+        super().__init__(
+            access_token="", phone_number_id=phone_number_id, base_url="", api_version=api_version
         )
 
-    def _log(self, message: dict[str, object]) -> SendResult:
+    def _request(self, method: str, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         # The console sender exists to show the request, message text included; it never runs in production.
         logger.warning(
-            "console_sender NOT SENT (OUTBOUND_SENDER=console) POST %s %s", self._url, json.dumps(message)
+            "console_sender NOT SENT (OUTBOUND_SENDER=console) %s %s %s", method, url, json.dumps(payload)
         )
-        wa_message_id = f"wamid.console-{uuid.uuid4().hex}"
-        response = {
+        return {
             "messaging_product": "whatsapp",
-            "messages": [{"id": wa_message_id, "message_status": "accepted"}],
+            "messages": [{"id": f"wamid.console-{uuid.uuid4().hex}", "message_status": "accepted"}],
         }
-        return SendResult(wa_message_id=wa_message_id, message_status="accepted", response=response)

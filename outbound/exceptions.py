@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from outbound.redaction import redact
+
 
 class OutboundError(Exception):
     """Base class of everything the outbound clients raise."""
@@ -59,18 +61,12 @@ class GraphError(OutboundError):
         `secrets` is blanked out before the text is kept, since it ends up in logs and the error log.
         """
 
-        def scrub(text: str) -> str:
-            for secret in secrets:
-                if secret:
-                    text = text.replace(secret, "[redacted]")
-            return text
-
         error = body.get("error") if isinstance(body, dict) else None
         if not isinstance(error, dict):
             return cls(
                 http_status=http_status,
                 code=None,
-                message=f"unexpected error body: {scrub(str(body))[:200]}",
+                message=f"unexpected error body: {redact(str(body), secrets)[:200]}",
             )
         data = error.get("error_data")
         details = data.get("details", "") if isinstance(data, dict) else str(data or "")
@@ -79,8 +75,8 @@ class GraphError(OutboundError):
         return cls(
             http_status=http_status,
             code=code if isinstance(code, int) else None,
-            message=scrub(str(error.get("message") or ""))[:300],
-            details=scrub(str(details))[:300],
+            message=redact(str(error.get("message") or ""), secrets)[:300],
+            details=redact(str(details), secrets)[:300],
             fbtrace_id=str(error.get("fbtrace_id") or "")[:64],
             error_subcode=subcode if isinstance(subcode, int) else None,
         )

@@ -9,10 +9,11 @@ from typing import Literal, Protocol
 import openai
 
 from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
+from outbound.redaction import redact
 
 logger = logging.getLogger(__name__)
 
-# WhatsApp's limit for a text body (meta-whatsapp-api.md §5.1).
+# WhatsApp's limit for a text body (Meta's text message reference).
 WHATSAPP_TEXT_LIMIT = 4096
 OFFLINE_LABEL = "[offline demo reply: no OpenAI key is configured]"
 # Answers that say our configuration is wrong, not the job: a revoked or wrong key (401), a key without
@@ -85,8 +86,7 @@ class OpenAIReplyGenerator:
     def _scrub(self, text: str) -> str:
         # The provider's error text can quote our key back ("Incorrect API key provided: sk-..."), and it
         # ends up in logs and the error log.
-        key = self._client.api_key
-        return text.replace(key, "[redacted]") if key else text
+        return redact(text, [self._client.api_key])
 
 
 class OfflineReplyGenerator:

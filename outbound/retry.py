@@ -7,6 +7,7 @@ import random
 from datetime import datetime, timedelta
 
 from outbound.exceptions import GraphError
+from outbound.vocabulary import WINDOW_CLOSED_CODE
 
 
 class Action(enum.Enum):
@@ -22,7 +23,7 @@ class Action(enum.Enum):
     """Not the job's fault (token, permissions): keep the job, refund the attempt, stop the run loudly."""
 
 
-# Meta's codes (../shared/meta-whatsapp-api.md §8, DESIGN.md "Graph API error policy"). Unlisted 4xx → FAIL.
+# Meta's codes (Meta's error code reference; the README's "Graph API error policy" table). Unlisted 4xx → FAIL.
 RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131057, 133004})
 # Listed so that they fail whatever HTTP status carries them (Meta: build on the code, not the status).
 FAIL_CODES = frozenset({100, 131008, 131009, 131026, 131051, 132000, 132001, 132015, 132016})
@@ -32,7 +33,7 @@ ACTIONS: dict[int, Action] = {
     **{code: Action.FAIL for code in FAIL_CODES},
     **{code: Action.CONFIGURATION for code in AUTH_CODES},
     131056: Action.PAIR_RATE_LIMIT,
-    131047: Action.TEMPLATE,
+    WINDOW_CLOSED_CODE: Action.TEMPLATE,
 }
 
 

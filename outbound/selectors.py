@@ -1,6 +1,7 @@
-"""Read-only questions the admin asks: the jobs overview for the index page and a contact's conversation.
+"""Read-only questions: the jobs overview for the admin's index page, a contact's conversation for staff, and
+the conversation a reply is generated from.
 
-Selectors only read (HackSoft's split): state changes stay in `services.py`.
+Selectors only read (HackSoft's split): state changes stay in `outbound/services/`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from outbound.models import OutboundJob, WorkerHeartbeat
-from webhooks.models import InboundMessage
+from outbound.models import InboundMessage, OutboundJob, WorkerHeartbeat
+from outbound.replies import Turn
+from outbound.vocabulary import NO_REPLY_TYPES
 
 
 @dataclass(frozen=True)
@@ -150,3 +152,37 @@ def _reply_detail(job: OutboundJob) -> str:
     if job.delivery_status:
         detail += f", {job.get_delivery_status_display()}"
     return detail
+
+
+def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
+    """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first."""
+    answered = job.inbound_message
+    inbound = (
+        InboundMessage.objects.filter(contact_id=job.contact_id, timestamp__lte=answered.timestamp)
+        .exclude(text="")
+        .exclude(type__in=sorted(NO_REPLY_TYPES))
+        .order_by("-timestamp", "-pk")
+        .values_list("timestamp", "text")[:limit]
+    )
+    outbound = (
+        OutboundJob.objects.filter(
+            contact_id=job.contact_id, status=OutboundJob.Status.SENT, sent_at__isnull=False
+        )
+        .exclude(content="")
+        .exclude(send_as=OutboundJob.SendAs.TEMPLATE)
+        .order_by("-sent_at")
+        .values_list("sent_at", "content")[:limit]
+    )
+    turns: list[tuple[datetime, int, Turn]] = [(ts, 0, Turn("user", text)) for ts, text in inbound]
+    turns += [(ts, 1, Turn("assistant", text)) for ts, text in outbound if ts is not None]
+    turns.sort(key=lambda item: (item[0], item[1]))
+    selected = [turn for _, _, turn in turns][-limit:]
+    # The model must answer the customer, so the conversation ends on their side. A reply of ours sent after
+    # the answered message arrived (it answered an earlier one) still belongs in the context: it goes just
+    # before the answered message, so the model knows what it already said.
+    late_replies: list[Turn] = []
+    while selected and selected[-1].role != "user":
+        late_replies.insert(0, selected.pop())
+    if selected and late_replies:
+        selected[-1:-1] = late_replies
+    return selected[-limit:]

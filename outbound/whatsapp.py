@@ -1,6 +1,6 @@
 """Meta Graph API client for sending WhatsApp messages: one `_request` chokepoint.
 
-Reference: ../shared/meta-whatsapp-api.md §5 (send API) and §8 (errors).
+Reference: Meta's Cloud API pages linked from each public method; the error policy is in `outbound.retry`.
 """
 
 from __future__ import annotations

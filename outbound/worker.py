@@ -18,16 +18,10 @@ from django.utils import timezone
 
 from outbound.exceptions import ConfigurationError
 from outbound.models import OutboundJob, WorkerHeartbeat
-from outbound.services import (
-    OutboundConfig,
-    Outcome,
-    ProcessResult,
-    outbound_job_crashed,
-    outbound_job_process,
-    outbound_jobs_claim,
-    outbound_jobs_claimable_exist,
-    outbound_jobs_recover,
-)
+from outbound.services.claims import outbound_jobs_claim, outbound_jobs_claimable_exist
+from outbound.services.processing import Outcome, ProcessResult, outbound_job_crashed, outbound_job_process
+from outbound.services.recovery import outbound_jobs_recover
+from outbound.worker_config import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +45,19 @@ class RunSummary:
     lost: int = 0
     seconds: float = 0.0
 
+    def record(self, outcome: Outcome) -> None:
+        """Count a processed job's final outcome (GENERATED is counted through `ProcessResult.generated`)."""
+        if outcome is Outcome.SENT:
+            self.sent += 1
+        elif outcome is Outcome.RETRIED:
+            self.retried += 1
+        elif outcome is Outcome.FAILED:
+            self.failed += 1
+        elif outcome is Outcome.UNCERTAIN:
+            self.uncertain += 1
+        elif outcome is Outcome.LOST:
+            self.lost += 1
+
     def line(self) -> str:
         parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "seconds"]
         return " ".join([*parts, f"seconds={self.seconds:.1f}"])
@@ -62,7 +69,7 @@ class Worker:
     def __init__(
         self,
         *,
-        config: OutboundConfig,
+        config: WorkerConfig,
         stale_seconds: int,
         concurrency: int = 1,
         batch_size: int | None = None,
@@ -70,7 +77,7 @@ class Worker:
         loop: bool = False,
         idle_sleep: float = 2.0,
         worker_id: str | None = None,
-        on_job_done: Callable[[OutboundJob, str], None] | None = None,
+        on_job_done: Callable[[OutboundJob, Outcome], None] | None = None,
     ) -> None:
         self.config = config
         self.stale_seconds = stale_seconds
@@ -268,8 +275,7 @@ class Worker:
             outbound_job_crashed(job=job, error=exc, config=self.config)
             return
         self.summary.generated += int(result.generated)
-        if result.outcome in (Outcome.SENT, Outcome.RETRIED, Outcome.FAILED, Outcome.UNCERTAIN, Outcome.LOST):
-            setattr(self.summary, result.outcome, getattr(self.summary, result.outcome) + 1)
+        self.summary.record(result.outcome)
         if self.on_job_done is not None:
             self.on_job_done(job, result.outcome)
 

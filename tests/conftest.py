@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,23 @@ from django.test import Client
 from django.urls import reverse
 
 from bench.fakes import FakeOpenAI, FaultPlan
-from webhooks.payloads import messages_webhook, text_message_webhook
+from webhooks.envelopes import messages_webhook, text_message_webhook
 from webhooks.signatures import sign
 
 DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """`@pytest.mark.postgres` (the one PostgreSQL-only marker): real row locks, concurrent connections or
+    processes sharing the test database. Skipped on SQLite."""
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
 # The business number of tests/settings.py and of every payload in tests/data: the one the webhook serves.
 SERVED_PHONE_NUMBER_IDS = ("106540352242922",)
 GRAPH_MESSAGES_URL = "https://graph.test/v25.0/106540352242922/messages"
@@ -36,7 +50,7 @@ def text_payload(
     timestamp: int | datetime,
     name: str = "Sheena",
 ) -> dict[str, Any]:
-    """A real-shaped single text message webhook (meta-whatsapp-api.md §3.2)."""
+    """A real-shaped single text message webhook (Meta's example, Cloud API webhooks)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
     return text_message_webhook(wa_id=wa_id, name=name, text=body, wamid=wamid, timestamp=ts)
 
@@ -90,8 +104,9 @@ def webhook(client: Client):
 
 @pytest.fixture
 def graph() -> Iterator[responses.RequestsMock]:
-    """`responses` for the Graph API: nothing leaves the process; unmatched requests fail the test."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+    """`responses` for the Graph API: nothing leaves the process; unmatched requests, and registered ones that
+    were never called, fail the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
 
 
@@ -106,3 +121,56 @@ def fake_openai(settings) -> Iterator[FakeOpenAI]:
         yield server
     finally:
         server.stop()
+
+
+T0 = 1_750_000_000  # a fixed Meta timestamp (Unix seconds)
+
+
+def at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def counts() -> tuple[int, int, int]:
+    """How many contacts, inbound messages and jobs are stored."""
+    from outbound.models import Contact, InboundMessage, OutboundJob
+
+    return Contact.objects.count(), InboundMessage.objects.count(), OutboundJob.objects.count()
+
+
+@pytest.fixture
+def no_network(graph, fake_openai):
+    """Fail the test if the request reaches the Graph API or OpenAI."""
+    yield
+    assert list(graph.calls) == []
+    assert fake_openai.requests == []
+
+
+@pytest.fixture
+def webhook_log(caplog):
+    caplog.set_level(logging.INFO, logger="webhooks")
+    caplog.set_level(logging.INFO, logger="outbound")
+    return caplog
+
+
+def batch_payload(
+    messages: list[dict[str, Any]], *, contacts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """One change carrying `messages`; `contacts` defaults to one profile per distinct sender."""
+    payload = text_payload(wamid="wamid.unused", timestamp=1)
+    value = payload["entry"][0]["changes"][0]["value"]
+    senders = dict.fromkeys(m.get("from") for m in messages if isinstance(m, dict) and m.get("from"))
+    value["contacts"] = (
+        contacts
+        if contacts is not None
+        else [{"profile": {"name": f"Name {s}"}, "wa_id": s} for s in senders]
+    )
+    value["messages"] = messages
+    return payload
+
+
+def text_message(
+    *, wamid: str, wa_id: str = "16505551234", body: str = "Hello", timestamp: int | datetime
+) -> dict[str, Any]:
+    """One inbound text message object (as in Meta's webhook examples)."""
+    ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
+    return {"from": wa_id, "id": wamid, "timestamp": str(ts), "type": "text", "text": {"body": body}}

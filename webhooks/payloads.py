@@ -2,7 +2,8 @@
 
 Nothing here raises on a malformed payload: anything that is not a well-formed message or status is
 reported in `ParsedWebhook.skipped` for the log and otherwise ignored (Meta would retry a non-200 for 7 days).
-Shapes: ../shared/meta-whatsapp-api.md §3.
+Shapes: Meta's webhook payload reference (Cloud API, "Webhooks"). The dataclasses are
+`outbound.inbound`'s; the vocabulary (types, statuses, column sizes) is `outbound.vocabulary`'s.
 """
 
 from __future__ import annotations
@@ -12,87 +13,27 @@ import logging
 import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from outbound.inbound import ParsedMessage, ParsedStatus, ParsedWebhook, StatusError
+from outbound.vocabulary import (
+    DELIVERY_STATUS_ALIASES,
+    ERROR_CODE_RANGE,
+    ID_MAX_LENGTH,
+    NEEDS_REPLY,
+    PROFILE_NAME_MAX_LENGTH,
+    REPORTED_DELIVERY_STATUSES,
+    USER_ID_MAX_LENGTH,
+    WA_ID_MAX_LENGTH,
+    MessageType,
+)
+
 logger = logging.getLogger(__name__)
 
-# Type → does it deserve an answer? Reactions, deletions and system notices do not; media does (the reply
-# says what the service can handle); unknown future types are stored but not answered.
-NEEDS_REPLY: dict[str, bool] = {
-    "text": True,
-    "image": True,
-    "audio": True,
-    "video": True,
-    "document": True,
-    "sticker": True,
-    "interactive": True,
-    "button": True,
-    "location": True,
-    "contacts": True,
-    "order": True,
-    "unsupported": True,
-    "reaction": False,
-    "system": False,
-    "revoke": False,
-}
-
-# Ranks for "never move a delivery status backwards"; `played` (a voice note was played) counts as read.
-DELIVERY_STATUSES = ("sent", "delivered", "read", "failed")
-STATUS_ALIASES = {"played": "read"}
-
-# Column sizes (webhooks.models, outbound.models): a longer value would fail the whole POST's insert.
-WA_ID_MAX_LENGTH = 32
-ID_MAX_LENGTH = 256
-USER_ID_MAX_LENGTH = 160
-ERROR_CODE_RANGE = range(-(2**31), 2**31)
-
-# The business number of Meta's own examples (meta-whatsapp-api.md §3): `messages_webhook` and `simulate_inbound`
-# use it when no number is configured.
+# The business number of Meta's own webhook examples: the envelopes of
+# `webhooks.envelopes` and `simulate_inbound` use it when no number is configured.
 EXAMPLE_PHONE_NUMBER_ID = "106540352242922"
-
-
-@dataclass(frozen=True)
-class ParsedMessage:
-    wamid: str
-    wa_id: str | None
-    user_id: str | None
-    profile_name: str
-    type: str
-    text: str
-    needs_reply: bool
-    timestamp: datetime
-    raw: dict[str, Any]
-    # The business number it was sent to (`value.metadata.phone_number_id`), always one this service serves.
-    phone_number_id: str
-
-
-@dataclass(frozen=True)
-class StatusError:
-    code: int | None
-    title: str
-    details: str
-
-
-@dataclass(frozen=True)
-class ParsedStatus:
-    wamid: str
-    status: str
-    timestamp: datetime
-    recipient_id: str
-    callback_data: str
-    # The business number that sent the message this status is about, always one this service serves.
-    phone_number_id: str
-    errors: tuple[StatusError, ...] = ()
-
-
-@dataclass
-class ParsedWebhook:
-    messages: list[ParsedMessage] = field(default_factory=list)
-    statuses: list[ParsedStatus] = field(default_factory=list)
-    # Human-readable reasons for everything well-signed that we did not turn into a message or status.
-    skipped: list[str] = field(default_factory=list)
 
 
 def load_payload(body: bytes) -> Any:
@@ -250,14 +191,14 @@ def _parse_message(
         raise ValueError("no sender: neither 'from' nor 'from_user_id'")
     profile_user_id, profile_name = profiles.get(wa_id or "", profiles.get(user_id or "", (None, "")))
     raw_type = raw.get("type")
-    message_type = raw_type if isinstance(raw_type, str) else "unknown"
+    message_type = raw_type if isinstance(raw_type, str) else MessageType.UNKNOWN
     known = message_type in NEEDS_REPLY
     return ParsedMessage(
         wamid=wamid,
         wa_id=wa_id,
         user_id=user_id or profile_user_id,
-        profile_name=profile_name[:256],
-        type=message_type if known else "unknown",
+        profile_name=profile_name[:PROFILE_NAME_MAX_LENGTH],
+        type=message_type if known else MessageType.UNKNOWN,
         text=describe_message(message_type, raw),
         needs_reply=NEEDS_REPLY.get(message_type, False),
         timestamp=parse_timestamp(raw.get("timestamp")),
@@ -268,8 +209,8 @@ def _parse_message(
 
 def _parse_status(raw: dict[str, Any], phone_number_id: str) -> ParsedStatus:
     status = _required_str(raw, "status")
-    status = STATUS_ALIASES.get(status, status)
-    if status not in DELIVERY_STATUSES:
+    status = DELIVERY_STATUS_ALIASES.get(status, status)
+    if status not in REPORTED_DELIVERY_STATUSES:
         raise ValueError(f"unknown status {status!r}")
     raw_errors = raw.get("errors")
     errors = tuple(
@@ -285,7 +226,6 @@ def _parse_status(raw: dict[str, Any], phone_number_id: str) -> ParsedStatus:
         wamid=_required_str(raw, "id"),
         status=status,
         timestamp=parse_timestamp(raw.get("timestamp")),
-        recipient_id=str(raw.get("recipient_id") or ""),
         callback_data=str(raw.get("biz_opaque_callback_data") or ""),
         phone_number_id=phone_number_id,
         errors=errors,
@@ -417,49 +357,3 @@ _DESCRIBERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "revoke": lambda raw: "[The customer deleted a message.]",
     "unsupported": _unsupported,
 }
-
-
-def messages_webhook(
-    *,
-    messages: list[dict[str, Any]] | None = None,
-    contacts: list[dict[str, Any]] | None = None,
-    statuses: list[dict[str, Any]] | None = None,
-    phone_number_id: str = EXAMPLE_PHONE_NUMBER_ID,
-) -> dict[str, Any]:
-    """Wrap messages, their senders and statuses in Meta's `messages` webhook envelope (§3.1-§3.4).
-
-    The inverse of `parse_webhook`, for `simulate_inbound`, the tests and the benchmarks.
-    """
-    value: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
-    }
-    for key, items in (("contacts", contacts), ("messages", messages), ("statuses", statuses)):
-        if items is not None:
-            value[key] = items
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
-    }
-
-
-def text_message(*, wa_id: str, wamid: str, text: str, timestamp: int) -> dict[str, Any]:
-    """One inbound text message object (§3.2)."""
-    return {"from": wa_id, "id": wamid, "timestamp": str(timestamp), "type": "text", "text": {"body": text}}
-
-
-def text_message_webhook(
-    *,
-    wa_id: str,
-    name: str,
-    text: str,
-    wamid: str,
-    timestamp: int,
-    phone_number_id: str = EXAMPLE_PHONE_NUMBER_ID,
-) -> dict[str, Any]:
-    """One inbound text message from one customer, in Meta's webhook envelope."""
-    return messages_webhook(
-        messages=[text_message(wa_id=wa_id, wamid=wamid, text=text, timestamp=timestamp)],
-        contacts=[{"profile": {"name": name}, "wa_id": wa_id}],
-        phone_number_id=phone_number_id,
-    )

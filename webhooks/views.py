@@ -27,14 +27,9 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from webhooks.payloads import (
-    EXAMPLE_PHONE_NUMBER_ID,
-    ParsedWebhook,
-    load_payload,
-    parse_webhook,
-    split_phone_number_ids,
-)
-from webhooks.services import RETRY_LATER, IngestResult, webhook_ingest, webhook_ingest_each
+from outbound.inbound import ParsedWebhook
+from outbound.services.ingest import RETRY_LATER, IngestResult, webhook_ingest, webhook_ingest_each
+from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, load_payload, parse_webhook, split_phone_number_ids
 from webhooks.signatures import verify_signature
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Helpers for the outbound worker tests: PostgreSQL-only marker, inbound messages, Graph answers, runs."""
+"""Helpers for the outbound worker tests: inbound messages, Graph answers, runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -19,22 +18,12 @@ from tests.conftest import GRAPH_MESSAGES_URL, text_payload
 _wamids = itertools.count(1)
 
 
-def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
-    """`@pytest.mark.postgres` tests need real row locks and concurrent connections: skip them on SQLite."""
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
-
-
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 
 
 def graph_ok(wamid: str = "wamid.OUT1", **extra: Any) -> dict[str, Any]:
-    """Meta's success answer to a send (meta-whatsapp-api.md §5.3)."""
+    """Meta's success answer to a send (Cloud API send reference)."""
     return {
         "messaging_product": "whatsapp",
         "contacts": [{"input": "+16505551234", "wa_id": "16505551234"}],
@@ -43,7 +32,7 @@ def graph_ok(wamid: str = "wamid.OUT1", **extra: Any) -> dict[str, Any]:
 
 
 def graph_err(code: int, message: str = "error", *, details: str = "", fbtrace_id: str = "AbCdEf123") -> dict:
-    """Meta's error body (meta-whatsapp-api.md §8.1)."""
+    """Meta's error body (Graph API error reference)."""
     return {
         "error": {
             "message": f"(#{code}) {message}",

@@ -17,7 +17,7 @@ from django.utils import timezone
 from outbound.admin import last_error_line
 from outbound.models import OutboundJob, WorkerHeartbeat
 from outbound.selectors import format_age
-from tests.builders import make_contact, make_job, make_message
+from tests.factories import make_contact, make_job, make_message
 
 pytestmark = pytest.mark.django_db
 
@@ -205,14 +205,14 @@ def test_job_page_shows_reply_errors_response_and_conversation(admin_client):
     ) in html
     assert "held_for_quality_assessment" in html
     assert '"messages": [\n    {\n      "id": "wamid.X",' in html.replace("&quot;", '"')
-    assert reverse("admin:webhooks_inboundmessage_change", args=[job.inbound_message_id]) in html
+    assert reverse("admin:outbound_inboundmessage_change", args=[job.inbound_message_id]) in html
     # The conversation around it, both ways, in time order.
     conversation = html[html.index('<table class="conversation">') :]
     positions = [conversation.index(t) for t in ("Hi there", "Does it come in another color?", "Hello??")]
     assert positions == sorted(positions)
     assert f"job {job.pk}</a>: failed" in conversation
     for message in (before, after):
-        assert reverse("admin:webhooks_inboundmessage_change", args=[message.pk]) in conversation
+        assert reverse("admin:outbound_inboundmessage_change", args=[message.pk]) in conversation
     # Read-only: no save buttons, no delete link.
     assert 'name="_save"' not in html
     assert 'name="_continue"' not in html
@@ -229,7 +229,7 @@ def test_job_page_answers_field_links_the_message_with_its_time(admin_client, se
     settings.TIME_ZONE = "Europe/Lisbon"
     job = make_job(text="Do you ship to Lisbon?", at=datetime(2026, 7, 1, 9, 30, 5, tzinfo=UTC))
     box = field_box(admin_client.get(change_url(job)).content.decode(), "inbound_message_display")
-    url = reverse("admin:webhooks_inboundmessage_change", args=[job.inbound_message_id])
+    url = reverse("admin:outbound_inboundmessage_change", args=[job.inbound_message_id])
     # 09:30:05 UTC is 10:30:05 in Lisbon in July: the admin's time zone, as every other date on the page.
     assert f'<a href="{url}">text message of 2026-07-01 10:30:05</a>' in box
     assert '<pre class="job-pre">Do you ship to Lisbon?</pre>' in box
@@ -467,7 +467,7 @@ def test_index_shows_failed_jobs_counts_and_worker_state(admin_client):
     assert "Oldest job waiting for the worker: due 7 min ago" in html
     assert "Last worker run finished 1 min ago by host-a." in html
     # Django's own app list is still there.
-    assert reverse("admin:webhooks_contact_changelist") in html
+    assert reverse("admin:outbound_contact_changelist") in html
 
 
 def test_index_when_nothing_is_waiting(admin_client):

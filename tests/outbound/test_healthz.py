@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from outbound.models import OutboundJob, WorkerHeartbeat
-from tests.builders import make_job
+from tests.factories import make_job
 
 pytestmark = pytest.mark.django_db
 URL = reverse("healthz")

@@ -10,33 +10,19 @@ from django.utils import timezone
 
 from outbound.models import (
     ALLOWED_TRANSITIONS,
-    ERROR_LOG_MAX_LINE_CHARS,
-    ERROR_LOG_MAX_LINES,
     IllegalTransition,
     JobChanged,
     OutboundJob,
     error_log_append,
 )
-from webhooks.models import Contact, InboundMessage
+from outbound.models.states import ERROR_LOG_MAX_LINE_CHARS, ERROR_LOG_MAX_LINES
+from tests.factories import make_job
 
 S = OutboundJob.Status
-_seq = iter(range(1, 10_000))
-
-
-def make_job(status: str = S.PENDING, **fields) -> OutboundJob:
-    n = next(_seq)
-    contact = Contact.objects.create(
-        wa_id=f"1555000{n:04d}", profile_name="Ana", last_inbound_at=timezone.now()
-    )
-    message = InboundMessage.objects.create(
-        wamid=f"wamid.M{n}", contact=contact, type="text", text="hi", needs_reply=True,
-        timestamp=timezone.now(), raw={},
-    )  # fmt: skip
-    return OutboundJob.objects.create(contact=contact, inbound_message=message, status=status, **fields)
 
 
 def claimed(status: str = S.PENDING, **fields) -> tuple[OutboundJob, uuid.UUID]:
-    job = make_job(status, **fields)
+    job = make_job(status=status, **fields)
     token = uuid.uuid4()
     job.mark_claimed(token=token, worker_id="w1", now=timezone.now())
     return job, token
@@ -73,7 +59,7 @@ def test_claim_of_a_held_job_is_refused():
 
 @pytest.mark.parametrize("status", [S.SENT, S.FAILED, S.SUPERSEDED, S.CANCELLED, S.GENERATING])
 def test_claim_from_a_non_claimable_status_is_illegal_and_names_it(status):
-    job = make_job(status)
+    job = make_job(status=status)
     with pytest.raises(IllegalTransition, match=str(status)):
         job.mark_claimed(token=uuid.uuid4(), worker_id="w1", now=timezone.now())
     assert fresh(job).status == status
@@ -176,13 +162,13 @@ def test_settled_by_webhook_and_reopened_for_template():
 
 
 def test_staff_moves():
-    failed_with_reply = make_job(S.FAILED, content="c")
+    failed_with_reply = make_job(status=S.FAILED, content="c")
     failed_with_reply.mark_retried_by_staff()
     assert fresh(failed_with_reply).status == S.READY_TO_SEND
-    failed_empty = make_job(S.FAILED)
+    failed_empty = make_job(status=S.FAILED)
     failed_empty.mark_retried_by_staff()
     assert fresh(failed_empty).status == S.PENDING
-    ready = make_job(S.READY_TO_SEND, content="c")
+    ready = make_job(status=S.READY_TO_SEND, content="c")
     ready.mark_regenerate()
     assert (fresh(ready).status, fresh(ready).content) == (S.PENDING, "")
     pending = make_job()
@@ -202,7 +188,7 @@ def test_staff_moves():
     ],
 )
 def test_illegal_transition_names_the_current_status(status, move):
-    job = make_job(status)
+    job = make_job(status=status)
     with pytest.raises(IllegalTransition, match=f"from {status}"):
         move(job)
     assert fresh(job).status == status
@@ -222,7 +208,7 @@ def test_illegal_transition_names_the_current_status(status, move):
     ],
 )
 def test_event_specific_sources_are_enforced(status, move):
-    job = make_job(status, content="c")
+    job = make_job(status=status, content="c")
     with pytest.raises(IllegalTransition, match=str(status)):
         move(job)
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from outbound.ratelimit import SendRateLimiter
-from outbound.services import SEND_RATE_WINDOW_SECONDS, outbound_config_from_settings
+from outbound.worker_config import SEND_RATE_WINDOW_SECONDS, worker_config_from_settings
 
 
 class FakeClock:
@@ -89,7 +89,7 @@ def test_limiter_from_settings_spaces_windows_with_headroom(settings):
     # Headroom for the jitter between our clock and Meta's (bench.run_all found a 20/s limit putting 25-29
     # sends into one second at the fake Graph with an exact 1 s window).
     settings.OUTBOUND_MAX_SENDS_PER_SECOND = 20
-    limiter = outbound_config_from_settings().rate_limiter
+    limiter = worker_config_from_settings().rate_limiter
     clock = FakeClock()
     start = clock.now
     limiter._clock, limiter._sleep = clock, clock.sleep

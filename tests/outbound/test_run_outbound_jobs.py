@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 import requests
+import responses
 from django.core.management import CommandError
 from django.utils import timezone
 from responses import matchers
@@ -18,7 +19,7 @@ from responses import matchers
 from bench.fakes import FakeGraph, self_signed_certificate
 from bench.fakes import openai_error as scripted_openai_error
 from outbound.models import OutboundJob
-from outbound.services import outbound_jobs_claim
+from outbound.services.claims import outbound_jobs_claim
 from tests.conftest import status_payload
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, make_due, run_jobs
 
@@ -462,6 +463,8 @@ def test_stale_send_that_may_have_gone_out_is_failed_and_never_resent(inbound, g
     assert "may have reached Meta" in job.error_log
     assert "not resent automatically" in job.error_log
     assert len(graph.calls) == 0
+    # The registered answer was a trap for a resend, never meant to fire.
+    graph.remove(responses.POST, GRAPH_MESSAGES_URL)
 
 
 def test_a_lost_send_response_is_never_resent_and_is_settled_by_the_status_webhook(
@@ -479,6 +482,8 @@ def test_a_lost_send_response_is_never_resent_and_is_settled_by_the_status_webho
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
     run_jobs()
     assert len(graph.calls) == 1, "a send that may have reached Meta is never repeated"
+    # The second registered answer was a trap for a resend, never meant to fire.
+    graph.remove(responses.POST, GRAPH_MESSAGES_URL)
     sent = status_payload(
         wamid="wamid.LOST",
         status="sent",

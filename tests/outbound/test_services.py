@@ -8,16 +8,13 @@ import pytest
 from django.utils import timezone
 
 from outbound.models import OutboundJob
-from outbound.services import (
-    Outcome,
-    conversation_for,
-    is_window_open,
-    outbound_config_from_settings,
-    outbound_job_process,
-    outbound_jobs_claim,
-    outbound_jobs_recover,
-    redact,
-)
+from outbound.redaction import redact
+from outbound.selectors import conversation_for
+from outbound.services.claims import outbound_jobs_claim
+from outbound.services.processing import Outcome, outbound_job_process
+from outbound.services.recovery import outbound_jobs_recover
+from outbound.window import is_window_open
+from outbound.worker_config import worker_config_from_settings
 from tests.conftest import status_payload
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok
 
@@ -81,7 +78,7 @@ def test_folding_keeps_the_newest_and_supersedes_older_jobs(inbound):
 
 def test_a_worker_whose_claim_was_taken_over_cannot_write(inbound, graph, fake_openai):
     job = inbound()
-    config = outbound_config_from_settings()
+    config = worker_config_from_settings()
     [dead] = outbound_jobs_claim(limit=1, worker_id="presumed-dead")
     OutboundJob.objects.filter(pk=job.pk).update(claimed_at=timezone.now() - timedelta(seconds=400))
     assert outbound_jobs_recover(stale_seconds=300, max_attempts=5).released == 1
@@ -105,7 +102,7 @@ def test_a_worker_whose_claim_was_taken_over_cannot_write(inbound, graph, fake_o
 
 def test_a_lost_claim_during_sending_sends_nothing(inbound, graph, fake_openai):
     job = inbound()
-    config = outbound_config_from_settings()
+    config = worker_config_from_settings()
     [dead] = outbound_jobs_claim(limit=1, worker_id="presumed-dead")
     dead.mark_generated(token=dead.claim_token, content="reply", send_as=OutboundJob.SendAs.TEXT)
     OutboundJob.objects.filter(pk=job.pk).update(claimed_at=timezone.now() - timedelta(seconds=400))
@@ -119,7 +116,7 @@ def test_a_lost_claim_during_sending_sends_nothing(inbound, graph, fake_openai):
 def test_an_unclaimed_job_is_refused(inbound, fake_openai):
     job = inbound()
     with pytest.raises(ValueError, match="not claimed"):
-        outbound_job_process(job=job, config=outbound_config_from_settings())
+        outbound_job_process(job=job, config=worker_config_from_settings())
 
 
 def test_recovery_leaves_fresh_claims_alone(inbound):
@@ -134,7 +131,7 @@ def test_delivery_status_never_moves_backwards(inbound, graph, fake_openai, webh
     job = inbound()
     [claimed] = outbound_jobs_claim(limit=1, worker_id="w")
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.D"))
-    outbound_job_process(job=claimed, config=outbound_config_from_settings())
+    outbound_job_process(job=claimed, config=worker_config_from_settings())
     ts = int(timezone.now().timestamp())
     for status, at in (("read", ts + 2), ("delivered", ts + 1), ("sent", ts)):
         webhook(status_payload(wamid="wamid.D", status=status, timestamp=at))

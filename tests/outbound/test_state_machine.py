@@ -32,10 +32,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from outbound.models import IllegalTransition, JobChanged, OutboundJob
-from outbound.services import outbound_jobs_claim, outbound_jobs_record_statuses, outbound_jobs_recover
-from webhooks.models import Contact, InboundMessage
-from webhooks.payloads import ParsedStatus
+from outbound.inbound import ParsedStatus
+from outbound.models import Contact, IllegalTransition, InboundMessage, JobChanged, OutboundJob
+from outbound.services.claims import outbound_jobs_claim
+from outbound.services.recovery import outbound_jobs_recover
+from outbound.services.statuses import outbound_jobs_record_statuses
 
 S = OutboundJob.Status
 STALE_SECONDS = 300
@@ -254,7 +255,6 @@ class JobStateMachine(RuleBasedStateMachine):
             wamid=wamid,
             status="sent",
             timestamp=timezone.now(),
-            recipient_id="15550000000",
             callback_data=f"{key}:{send_as.lower()}",
             phone_number_id="106540352242922",
         )

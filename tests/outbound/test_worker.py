@@ -29,11 +29,11 @@ from django.utils import timezone
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from outbound import worker as worker_module
 from outbound.models import OutboundJob, WorkerHeartbeat
-from outbound.services import outbound_config_from_settings
 from outbound.whatsapp import SendResult
 from outbound.worker import Worker
+from outbound.worker_config import worker_config_from_settings
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok
-from webhooks.payloads import messages_webhook, text_message
+from webhooks.envelopes import messages_webhook, text_message
 
 S = OutboundJob.Status
 MANAGE = Path(__file__).resolve().parents[2] / "manage.py"
@@ -78,7 +78,7 @@ def run_worker_threads(count: int) -> Counter[str]:
 
     def work() -> None:
         try:
-            Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=120).run()
+            Worker(config=worker_config_from_settings(), stale_seconds=300, max_runtime=120).run()
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -120,7 +120,7 @@ def wait_until(predicate, *, deadline: float = 60.0) -> None:
 def test_one_crashing_job_does_not_stop_the_run(inbound, graph, fake_openai):
     broken = inbound(wa_id="15552000001")
     fine = inbound(wa_id="15552000002")
-    config = outbound_config_from_settings()
+    config = worker_config_from_settings()
     real = config.sender
 
     class Flaky:
@@ -185,7 +185,7 @@ def test_a_loop_worker_outlives_a_database_error_while_idle(
         worker.stop()
 
     worker = Worker(
-        config=outbound_config_from_settings(),
+        config=worker_config_from_settings(),
         stale_seconds=300,
         loop=True,
         idle_sleep=0.05,
@@ -224,7 +224,7 @@ def test_without_loop_a_database_error_still_ends_the_run(inbound, fake_openai, 
         worker_module, "outbound_jobs_recover", fail_once(worker_module.outbound_jobs_recover)
     )
     with pytest.raises(OperationalError):
-        Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=30).run()
+        Worker(config=worker_config_from_settings(), stale_seconds=300, max_runtime=30).run()
 
 
 @pytest.mark.django_db
@@ -247,7 +247,7 @@ def test_a_busy_run_keeps_the_heartbeat_fresh_for_healthz(
         seen.append((time.monotonic() - started, status, beat))
 
     summary = Worker(
-        config=outbound_config_from_settings(), stale_seconds=300, max_runtime=60, on_job_done=observe
+        config=worker_config_from_settings(), stale_seconds=300, max_runtime=60, on_job_done=observe
     ).run()
     assert summary.sent == 10
     late = [(status, beat) for elapsed, status, beat in seen if elapsed > 1.2]
@@ -278,7 +278,7 @@ def test_a_run_waits_out_rows_another_claimer_holds_instead_of_ending(inbound, g
     holder.start()
     assert locked.wait(10)
     threading.Timer(0.5, release.set).start()
-    summary = Worker(config=outbound_config_from_settings(), stale_seconds=300, max_runtime=20).run()
+    summary = Worker(config=worker_config_from_settings(), stale_seconds=300, max_runtime=20).run()
     holder.join()
     assert summary.sent == 1
     assert OutboundJob.objects.get(pk=job.pk).status == S.SENT

@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from psycopg import sql
@@ -23,9 +22,10 @@ from psycopg import sql
 from bench import harness
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from outbound.models import OutboundJob, WorkerHeartbeat
+from outbound.services.ingest import webhook_ingest
 from tests.conftest import SERVED_PHONE_NUMBER_IDS
-from webhooks.payloads import messages_webhook, parse_webhook
-from webhooks.services import webhook_ingest
+from webhooks.envelopes import messages_webhook
+from webhooks.payloads import parse_webhook
 
 STALE_SECONDS = 2
 UNSETTLED_LINE = "may have reached Meta"
@@ -33,10 +33,6 @@ UNSETTLED_LINE = "may have reached Meta"
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="real worker processes sharing the test database need PostgreSQL",
-    ),
     pytest.mark.django_db(transaction=True),
 ]
 

@@ -16,22 +16,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from bench import harness
-from outbound.models import OutboundJob
+from outbound.models import InboundMessage, OutboundJob
 from tests.conftest import post_signed, text_payload
-from webhooks.models import InboundMessage
 from webhooks.signatures import sign
 
 pytestmark = [
     pytest.mark.postgres,
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="points the PostgreSQL connection at a dead port",
-    ),
     pytest.mark.django_db(transaction=True),
 ]
 

@@ -21,10 +21,10 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outbound.models import OutboundJob
+from outbound.inbound import ParsedWebhook
+from outbound.models import Contact, InboundMessage, OutboundJob
 from tests.conftest import DATA, SERVED_PHONE_NUMBER_IDS, post_signed
-from webhooks.models import Contact, InboundMessage
-from webhooks.payloads import ParsedWebhook, load_payload, parse_webhook
+from webhooks.payloads import load_payload, parse_webhook
 
 PAYLOADS = {path.name: json.loads(path.read_text()) for path in sorted(Path(DATA).glob("*.json"))}
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from outbound.models import InboundMessage
 from tests.conftest import SERVED_PHONE_NUMBER_IDS, load, status_payload, text_payload
-from webhooks.models import InboundMessage
 from webhooks.payloads import (
     ParsedWebhook,
     describe_message,
@@ -103,7 +103,7 @@ def test_every_message_type_in_the_fixture():
 
 def test_fixture_types_are_model_choices():
     for message in parse_webhook(MESSAGE_TYPES, phone_number_ids=SERVED_PHONE_NUMBER_IDS).messages:
-        assert message.type in InboundMessage.Type.values
+        assert message.type in [t.value for t in InboundMessage.Type]
 
 
 def test_contact_user_id_and_profile_name_come_from_value_contacts():
@@ -171,7 +171,7 @@ def test_describe_message_variants(message_type, raw, expected):
     assert describe_message(message_type, raw) == expected
 
 
-@pytest.mark.parametrize("message_type", [*InboundMessage.Type.values, "nope"])
+@pytest.mark.parametrize("message_type", [*[t.value for t in InboundMessage.Type], "nope"])
 @pytest.mark.parametrize("body", [None, 5, True, "a string", [1, "x", None], {"deep": {"er": [1]}}])
 def test_describe_message_never_raises_on_odd_shapes(message_type, body):
     raw = {"type": message_type, message_type: body, "contacts": body}
@@ -352,7 +352,6 @@ def test_official_sent_status():
     assert status.wamid == "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="
     assert status.status == "sent"
     assert status.timestamp == datetime.fromtimestamp(1750030073, tz=UTC)
-    assert status.recipient_id == "16505551234"
     assert status.callback_data == ""
     assert status.errors == ()
 
@@ -482,7 +481,7 @@ def _assert_well_formed(parsed: ParsedWebhook) -> None:
         assert message.wamid
         assert message.wa_id or message.user_id
         assert message.timestamp.tzinfo is not None
-        assert message.type in InboundMessage.Type.values
+        assert message.type in [t.value for t in InboundMessage.Type]
         assert isinstance(message.text, str)
     for status in parsed.statuses:
         assert status.status in ("sent", "delivered", "read", "failed")

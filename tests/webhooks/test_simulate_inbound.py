@@ -9,9 +9,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from outbound.models import OutboundJob
+from outbound.models import InboundMessage, OutboundJob
 from outbound.replies import OFFLINE_LABEL
-from webhooks.models import InboundMessage
 from webhooks.signatures import sign
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -14,38 +13,13 @@ from django.db import DataError, IntegrityError, OperationalError, ProgrammingEr
 from django.urls import reverse
 from django.utils import timezone
 
-from outbound.models import OutboundJob
-from tests.conftest import load, status_payload, text_payload
-from tests.webhooks.conftest import batch_payload, make_job, text_message
-from webhooks import services
-from webhooks.models import Contact, InboundMessage
+from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.services import ingest as services
+from tests.conftest import T0, at, batch_payload, counts, load, status_payload, text_message, text_payload
+from tests.factories import make_sent_job
 from webhooks.signatures import sign
 
 URL = "/webhooks/whatsapp/"
-T0 = 1_750_000_000  # a fixed Meta timestamp (Unix seconds)
-
-
-def at(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def counts() -> tuple[int, int, int]:
-    return Contact.objects.count(), InboundMessage.objects.count(), OutboundJob.objects.count()
-
-
-@pytest.fixture
-def no_network(graph, fake_openai):
-    """Fail the test if the request reaches the Graph API or OpenAI."""
-    yield
-    assert list(graph.calls) == []
-    assert fake_openai.requests == []
-
-
-@pytest.fixture
-def webhook_log(caplog):
-    caplog.set_level(logging.INFO, logger="webhooks")
-    caplog.set_level(logging.INFO, logger="outbound")
-    return caplog
 
 
 def test_url_name():
@@ -240,601 +214,6 @@ def test_large_batch_near_3_mb_is_stored_whole(webhook, no_network):
     assert Contact.objects.get(wa_id="15550000099").last_inbound_at == at(T0 + 999)
 
 
-# ---------------------------------------------------------------------------------------------- inbound
-@pytest.mark.django_db
-def test_inbound_text_creates_contact_message_and_pending_job(webhook, no_network):
-    before = timezone.now()
-    assert webhook(load("message_text.json")).status_code == 200
-    contact = Contact.objects.get()
-    assert contact.wa_id == "16505551234"
-    assert contact.user_id is None
-    assert contact.profile_name == "Sheena Nelson"
-    assert contact.last_inbound_at == at(1749416383)  # Meta's timestamp, not our receipt time
-    message = InboundMessage.objects.get()
-    assert message.wamid == "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
-    assert message.contact == contact
-    assert message.type == InboundMessage.Type.TEXT
-    assert message.text == "Does it come in another color?"
-    assert message.needs_reply is True
-    assert message.timestamp == at(1749416383)
-    assert message.raw == load("message_text.json")["entry"][0]["changes"][0]["value"]["messages"][0]
-    job = OutboundJob.objects.get()
-    assert job.status == OutboundJob.Status.PENDING
-    assert (job.contact, job.inbound_message) == (contact, message)
-    assert job.attempts == 0
-    assert job.content == ""
-    assert before <= job.next_attempt_at <= timezone.now()
-    assert job.claim_token is None
-
-
-@pytest.mark.django_db
-def test_user_id_is_stored_when_meta_sends_it(webhook):
-    assert webhook(load("message_types.json")).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.wa_id, contact.user_id, contact.profile_name) == (
-        "972987654321",
-        "US.13491208655302741918",
-        "Sheena Nelson",
-    )
-
-
-@pytest.mark.django_db
-def test_user_id_learned_later_fills_the_same_contact(webhook):
-    assert webhook(text_payload(wamid="wamid.1", wa_id="972987654321", timestamp=T0)).status_code == 200
-    assert Contact.objects.get().user_id is None
-    assert webhook(load("message_types.json")).status_code == 200
-    contact = Contact.objects.get()
-    assert contact.user_id == "US.13491208655302741918"
-    assert contact.inbound_messages.count() == 15
-
-
-@pytest.mark.django_db
-def test_sender_known_only_by_user_id(webhook):
-    message = {
-        "from_user_id": "US.777",
-        "id": "wamid.BS",
-        "timestamp": str(T0),
-        "type": "text",
-        "text": {"body": "hi"},
-    }
-    payload = batch_payload([message], contacts=[{"profile": {"name": "Kim"}, "user_id": "US.777"}])
-    assert webhook(payload).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.wa_id, contact.user_id, contact.profile_name) == (None, "US.777", "Kim")
-    assert OutboundJob.objects.get().contact == contact
-
-
-@pytest.mark.django_db
-def test_phone_number_learned_later_fills_the_username_contact(webhook):
-    message = {
-        "from_user_id": "US.9",
-        "id": "wamid.U1",
-        "timestamp": str(T0),
-        "type": "text",
-        "text": {"body": "a"},
-    }
-    webhook(batch_payload([message], contacts=[{"profile": {"name": "Kim"}, "user_id": "US.9"}]))
-    later = batch_payload(
-        [text_message(wamid="wamid.U2", wa_id="4915100000", timestamp=T0 + 5)],
-        contacts=[{"profile": {"name": "Kim"}, "wa_id": "4915100000", "user_id": "US.9"}],
-    )
-    assert webhook(later).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.wa_id, contact.user_id, contact.last_inbound_at) == ("4915100000", "US.9", at(T0 + 5))
-    assert set(contact.inbound_messages.values_list("wamid", flat=True)) == {"wamid.U1", "wamid.U2"}
-
-
-@pytest.mark.django_db
-def test_one_person_by_number_and_by_user_id_in_one_post_is_one_contact_with_the_newest_time(webhook):
-    by_number = text_message(wamid="wamid.P1", wa_id="4915100000", timestamp=T0)
-    by_user_id = {"from_user_id": "US.9", "id": "wamid.P2", "timestamp": str(T0 + 100), "type": "text"}
-    payload = batch_payload(
-        [by_number, by_user_id],
-        contacts=[{"profile": {"name": "Kim"}, "wa_id": "4915100000", "user_id": "US.9"}],
-    )
-    assert webhook(payload).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.wa_id, contact.user_id) == ("4915100000", "US.9")
-    assert contact.last_inbound_at == at(T0 + 100)
-    assert OutboundJob.objects.filter(contact=contact).count() == 2
-
-
-@pytest.mark.django_db
-def test_last_inbound_at_moves_forward(webhook):
-    webhook(text_payload(wamid="wamid.1", timestamp=T0, name="Old name"))
-    webhook(text_payload(wamid="wamid.2", timestamp=T0 + 60, name="New name"))
-    contact = Contact.objects.get()
-    assert contact.last_inbound_at == at(T0 + 60)
-    assert contact.profile_name == "New name"
-
-
-@pytest.mark.django_db
-def test_older_message_arriving_later_never_moves_last_inbound_at_back(webhook):
-    assert webhook(text_payload(wamid="wamid.new", timestamp=T0 + 3600)).status_code == 200
-    assert webhook(text_payload(wamid="wamid.old", timestamp=T0)).status_code == 200
-    contact = Contact.objects.get()
-    assert contact.last_inbound_at == at(T0 + 3600)
-    assert InboundMessage.objects.count() == 2
-    assert OutboundJob.objects.count() == 2
-
-
-@pytest.mark.django_db
-def test_older_message_later_in_the_same_post_never_moves_last_inbound_at_back(webhook):
-    messages = [
-        text_message(wamid="wamid.new", timestamp=T0 + 3600),
-        text_message(wamid="wamid.old", timestamp=T0),
-    ]
-    assert webhook(batch_payload(messages)).status_code == 200
-    assert Contact.objects.get().last_inbound_at == at(T0 + 3600)
-
-
-@pytest.mark.django_db
-def test_many_contacts_in_one_post(webhook, no_network):
-    messages = [
-        text_message(wamid=f"wamid.{i}", wa_id=f"4470000{i:04d}", timestamp=T0 + i) for i in range(50)
-    ]
-    assert webhook(batch_payload(messages)).status_code == 200
-    assert counts() == (50, 50, 50)
-    contact = Contact.objects.get(wa_id="44700000007")
-    assert contact.profile_name == "Name 44700000007"
-    assert contact.last_inbound_at == at(T0 + 7)
-    job = OutboundJob.objects.get(inbound_message__wamid="wamid.7")
-    assert job.contact == contact
-    assert job.inbound_message.contact == contact
-
-
-def _many_contacts(n: int, *, offset: int) -> dict[str, Any]:
-    return batch_payload(
-        [
-            text_message(wamid=f"wamid.Q{offset + i}", wa_id=f"3360{offset + i:07d}", timestamp=T0 + i)
-            for i in range(n)
-        ]
-    )
-
-
-@pytest.mark.django_db
-def test_one_post_is_a_fixed_handful_of_bulk_statements(webhook, django_assert_max_num_queries):
-    # SAVEPOINT/RELEASE + contacts insert, select, update + messages select, insert, select + jobs insert.
-    with django_assert_max_num_queries(9) as one:
-        assert webhook(_many_contacts(1, offset=0)).status_code == 200
-    with django_assert_max_num_queries(9) as many:
-        assert webhook(_many_contacts(200, offset=1000)).status_code == 200
-    assert len(one.captured_queries) == len(many.captured_queries)
-    assert counts() == (201, 201, 201)
-
-
-@pytest.mark.django_db
-def test_a_redelivered_post_takes_no_more_statements(webhook, django_assert_max_num_queries):
-    payload = _many_contacts(200, offset=0)
-    webhook(payload)
-    with django_assert_max_num_queries(9):
-        assert webhook(payload).status_code == 200
-    assert counts() == (200, 200, 200)
-
-
-@pytest.mark.django_db
-def test_six_day_old_backlog_is_stored_in_full(webhook, no_network):
-    # After an outage Meta replays up to 7 days; the worker, not the webhook, decides what still gets an answer.
-    six_days_ago = timezone.now() - timedelta(days=6)
-    messages = [
-        text_message(
-            wamid=f"wamid.B{i}", wa_id=f"4912345{i:04d}", timestamp=six_days_ago + timedelta(minutes=i)
-        )
-        for i in range(20)
-    ]
-    assert webhook(batch_payload(messages)).status_code == 200
-    assert counts() == (20, 20, 20)
-    assert set(OutboundJob.objects.values_list("status", flat=True)) == {OutboundJob.Status.PENDING}
-    contact = Contact.objects.get(wa_id="49123450003")
-    assert contact.last_inbound_at == (six_days_ago + timedelta(minutes=3)).replace(microsecond=0)
-
-
-# ---------------------------------------------------------------------------------------------- dedup
-@pytest.mark.django_db
-def test_same_post_five_times_stores_once(webhook, no_network):
-    payload = load("message_text.json")
-    for _ in range(5):
-        assert webhook(payload).status_code == 200
-    assert counts() == (1, 1, 1)
-
-
-@pytest.mark.django_db
-def test_same_message_in_two_different_posts_gets_one_job(webhook):
-    first = batch_payload([text_message(wamid="wamid.A", timestamp=T0)])
-    second = batch_payload(
-        [
-            text_message(wamid="wamid.B", wa_id="222", timestamp=T0 + 1),
-            text_message(wamid="wamid.A", timestamp=T0),
-        ]
-    )
-    assert webhook(first).status_code == 200
-    assert webhook(second).status_code == 200
-    assert InboundMessage.objects.filter(wamid="wamid.A").count() == 1
-    assert OutboundJob.objects.filter(inbound_message__wamid="wamid.A").count() == 1
-    assert counts() == (2, 2, 2)
-
-
-@pytest.mark.django_db
-def test_same_wamid_twice_within_one_post_is_one(webhook):
-    messages = [text_message(wamid="wamid.D", timestamp=T0), text_message(wamid="wamid.D", timestamp=T0)]
-    assert webhook(batch_payload(messages)).status_code == 200
-    assert counts() == (1, 1, 1)
-
-
-@pytest.mark.django_db
-def test_same_wamid_in_two_entries_of_one_post_is_one(webhook):
-    payload = text_payload(wamid="wamid.D", timestamp=T0)
-    payload["entry"].append(text_payload(wamid="wamid.D", timestamp=T0)["entry"][0])
-    assert webhook(payload).status_code == 200
-    assert counts() == (1, 1, 1)
-
-
-@pytest.mark.django_db
-def test_redelivery_does_not_reopen_an_answered_message(webhook):
-    payload = text_payload(wamid="wamid.IN", timestamp=T0)
-    make_job(inbound_wamid="wamid.IN")
-    assert webhook(payload).status_code == 200
-    job = OutboundJob.objects.get()
-    assert job.status == OutboundJob.Status.SENT
-    assert InboundMessage.objects.count() == 1
-
-
-# ---------------------------------------------------------------------------------------------- message types
-# wamid → (stored type, needs a reply)
-FIXTURE_TYPES = {
-    "wamid.reply-text": ("text", True),
-    "wamid.image": ("image", True),
-    "wamid.voice": ("audio", True),
-    "wamid.video": ("video", True),
-    "wamid.document": ("document", True),
-    "wamid.sticker": ("sticker", True),
-    "wamid.button-reply": ("interactive", True),
-    "wamid.list-reply": ("interactive", True),
-    "wamid.template-button": ("button", True),
-    "wamid.reaction": ("reaction", False),
-    "wamid.location": ("location", True),
-    "wamid.contacts": ("contacts", True),
-    "wamid.unsupported": ("unsupported", True),
-    "wamid.system": ("system", False),
-}
-
-
-@pytest.mark.django_db
-def test_every_message_type_is_stored_and_only_some_get_a_job(webhook, no_network):
-    assert webhook(load("message_types.json")).status_code == 200
-    stored = {m.wamid: (m.type, m.needs_reply) for m in InboundMessage.objects.all()}
-    assert stored == FIXTURE_TYPES
-    answered = set(OutboundJob.objects.values_list("inbound_message__wamid", flat=True))
-    assert answered == {wamid for wamid, (_, needs) in FIXTURE_TYPES.items() if needs}
-    assert "wamid.reaction" not in answered
-    assert "wamid.system" not in answered
-
-
-@pytest.mark.django_db
-def test_stored_text_is_what_a_model_can_use(webhook):
-    webhook(load("message_types.json"))
-    texts = dict(InboundMessage.objects.values_list("wamid", "text"))
-    assert texts["wamid.reply-text"] == "replied text"
-    assert texts["wamid.voice"] == "[The customer sent a voice message, which this service cannot open.]"
-    assert texts["wamid.image"].endswith("Caption: my receipt")
-    assert texts["wamid.button-reply"] == "Change"
-    assert texts["wamid.list-reply"] == "Priority Mail Express (Next Day to 2 Days)"
-    assert texts["wamid.template-button"] == "title"
-    assert "Facebook HQ" in texts["wamid.location"]
-    assert "John Doe" in texts["wamid.contacts"]
-    assert all(texts.values())
-
-
-@pytest.mark.django_db
-def test_unknown_future_type_is_stored_not_answered(webhook):
-    message = {
-        "from": "16505551234",
-        "id": "wamid.POLL",
-        "timestamp": str(T0),
-        "type": "poll",
-        "poll": {"q": "?"},
-    }
-    assert webhook(batch_payload([message])).status_code == 200
-    stored = InboundMessage.objects.get()
-    assert (stored.type, stored.needs_reply) == (InboundMessage.Type.UNKNOWN, False)
-    assert stored.raw == message
-    assert "poll" in stored.text
-    assert OutboundJob.objects.count() == 0
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("message_type", [*InboundMessage.Type.values, "brand_new"])
-@pytest.mark.parametrize("content", [None, 7, "str", [], {"weird": [1, {"x": None}]}])
-def test_no_type_raises_whatever_its_content(webhook, message_type, content):
-    message = {"from": "16505551234", "id": "wamid.T", "timestamp": str(T0), "type": message_type}
-    if content is not None:
-        message[message_type] = content
-        message["contacts"] = content
-    assert webhook(batch_payload([message])).status_code == 200
-    assert InboundMessage.objects.get().wamid == "wamid.T"
-
-
-# ---------------------------------------------------------------------------------------------- statuses
-def _statuses(*items: tuple[str, str, int], callback_data: str | None = None) -> dict[str, Any]:
-    """One POST carrying several (wamid, status, timestamp) statuses, in the given order."""
-    payload = status_payload(
-        wamid=items[0][0], status=items[0][1], timestamp=items[0][2], callback_data=callback_data
-    )
-    value = payload["entry"][0]["changes"][0]["value"]
-    value["statuses"] = [
-        status_payload(wamid=w, status=s, timestamp=t, callback_data=callback_data)["entry"][0]["changes"][0][
-            "value"
-        ]["statuses"][0]
-        for w, s, t in items
-    ]
-    return payload
-
-
-@pytest.mark.django_db
-def test_sent_status_is_recorded(webhook, no_network):
-    job = make_job(wa_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=")
-    assert webhook(load("status_sent.json")).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.SENT
-    assert job.delivery_updated_at == at(1750030073)
-    assert job.status == OutboundJob.Status.SENT
-
-
-@pytest.mark.django_db
-def test_statuses_in_order_across_posts(webhook):
-    job = make_job()
-    for i, status in enumerate(["sent", "delivered", "read"]):
-        assert webhook(status_payload(wamid="wamid.OUT", status=status, timestamp=T0 + i)).status_code == 200
-        job.refresh_from_db()
-        assert job.delivery_status == status
-    assert job.delivery_updated_at == at(T0 + 2)
-
-
-@pytest.mark.django_db
-def test_statuses_out_of_order_across_posts_never_move_back(webhook):
-    job = make_job()
-    for status, ts in [("read", T0 + 2), ("delivered", T0 + 1), ("sent", T0)]:
-        assert webhook(status_payload(wamid="wamid.OUT", status=status, timestamp=ts)).status_code == 200
-        job.refresh_from_db()
-        assert job.delivery_status == OutboundJob.Delivery.READ
-    assert job.delivery_updated_at == at(T0 + 2)
-
-
-@pytest.mark.django_db
-def test_statuses_out_of_order_within_one_post(webhook):
-    job = make_job()
-    payload = _statuses(
-        ("wamid.OUT", "read", T0 + 2), ("wamid.OUT", "delivered", T0 + 1), ("wamid.OUT", "sent", T0)
-    )
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.READ
-    assert job.delivery_updated_at == at(T0 + 2)
-
-
-@pytest.mark.django_db
-def test_statuses_with_the_same_timestamp_within_one_post(webhook):
-    # Meta's timestamps have 1-second resolution: delivered and read often share one.
-    job = make_job()
-    payload = _statuses(("wamid.OUT", "read", T0), ("wamid.OUT", "delivered", T0), ("wamid.OUT", "sent", T0))
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.READ
-
-
-@pytest.mark.django_db
-def test_delivered_may_be_skipped(webhook):
-    job = make_job()
-    webhook(status_payload(wamid="wamid.OUT", status="sent", timestamp=T0))
-    webhook(status_payload(wamid="wamid.OUT", status="read", timestamp=T0 + 5))
-    webhook(status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0 + 5))
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.READ
-
-
-@pytest.mark.django_db
-def test_played_counts_as_read(webhook):
-    job = make_job(delivery_status=OutboundJob.Delivery.DELIVERED)
-    assert webhook(status_payload(wamid="wamid.OUT", status="played", timestamp=T0)).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.READ
-    webhook(status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0 + 1))
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.READ
-
-
-@pytest.mark.django_db
-def test_repeated_status_is_harmless(webhook):
-    job = make_job()
-    for _ in range(3):
-        assert webhook(status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0)).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.DELIVERED
-
-
-@pytest.mark.django_db
-def test_failed_keeps_metas_code_and_details(webhook):
-    job = make_job(wa_message_id="wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI0QUQ2MjA4NEYyRkExNjMyREUA")
-    assert webhook(load("status_failed.json")).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.FAILED
-    assert job.delivery_error_code == 131049
-    assert "131049" in job.delivery_error
-    assert "This message was not delivered to maintain healthy ecosystem engagement." in job.delivery_error
-    assert "the message failed to be delivered" in job.delivery_error
-    assert job.delivery_updated_at == at(1751142888)
-    assert job.status == OutboundJob.Status.SENT
-    assert not OutboundJob.objects.awaiting_template_fallback().exists()
-
-
-@pytest.mark.django_db
-def test_failed_is_not_undone_by_a_late_sent(webhook):
-    job = make_job()
-    webhook(status_payload(wamid="wamid.OUT", status="failed", timestamp=T0 + 1, error_code=131026))
-    webhook(status_payload(wamid="wamid.OUT", status="sent", timestamp=T0))
-    job.refresh_from_db()
-    assert (job.delivery_status, job.delivery_error_code) == (OutboundJob.Delivery.FAILED, 131026)
-
-
-@pytest.mark.django_db
-def test_failed_after_sent_in_one_post(webhook):
-    job = make_job()
-    payload = _statuses(("wamid.OUT", "failed", T0), ("wamid.OUT", "sent", T0))
-    payload["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"] = [
-        {"code": 131047, "title": "Re-engagement message", "error_data": {"details": "more than 24 hours"}}
-    ]
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert (job.delivery_status, job.delivery_error_code) == (OutboundJob.Delivery.FAILED, 131047)
-    assert job.delivery_error == "131047 Re-engagement message: more than 24 hours"
-
-
-@pytest.mark.django_db
-def test_failed_131047_on_a_sent_text_reply_awaits_the_template(webhook):
-    job = make_job(send_as=OutboundJob.SendAs.TEXT)
-    payload = status_payload(wamid="wamid.OUT", status="failed", timestamp=T0, error_code=131047)
-    assert webhook(payload).status_code == 200
-    assert list(OutboundJob.objects.awaiting_template_fallback()) == [job]
-
-
-@pytest.mark.django_db
-def test_failed_131047_on_a_template_does_not_loop(webhook):
-    make_job(send_as=OutboundJob.SendAs.TEMPLATE)
-    webhook(status_payload(wamid="wamid.OUT", status="failed", timestamp=T0, error_code=131047))
-    assert not OutboundJob.objects.awaiting_template_fallback().exists()
-
-
-@pytest.mark.django_db
-def test_unknown_status_id_is_logged_and_ignored(webhook, webhook_log):
-    job = make_job()
-    response = webhook(status_payload(wamid="wamid.SOMEONE-ELSE", status="read", timestamp=T0))
-    assert response.status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.NONE
-    assert "status_unknown wa_message_id=wamid.SOMEONE-ELSE" in webhook_log.text
-    assert "unknown_statuses=1" in webhook_log.text
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "callback_data", ["", "garbage", "12345:text", "00000000-0000-0000-0000-000000000000:text"]
-)
-def test_unknown_callback_data_is_ignored(webhook, callback_data):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
-    payload = status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=callback_data)
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert (job.status, job.wa_message_id) == (OutboundJob.Status.READY_TO_SEND, "")
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("send_as", "kind"), [(OutboundJob.SendAs.TEXT, "text"), (OutboundJob.SendAs.TEMPLATE, "template")]
-)
-def test_status_with_the_key_settles_a_send_whose_response_was_lost(webhook, send_as, kind):
-    started = timezone.now() - timedelta(minutes=1)
-    job = make_job(
-        status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_as=send_as, send_started_at=started
-    )
-    payload = status_payload(
-        wamid="wamid.LOST", status="delivered", timestamp=T0, callback_data=f"{job.key}:{kind}"
-    )
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert job.status == OutboundJob.Status.SENT
-    assert job.wa_message_id == "wamid.LOST"
-    assert job.sent_at == started
-    assert job.send_started_at is None
-    assert job.claim_token is None
-    assert job.delivery_status == OutboundJob.Delivery.DELIVERED
-
-
-@pytest.mark.django_db
-def test_settled_job_then_follows_by_wamid(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
-    webhook(status_payload(wamid="wamid.LOST", status="sent", timestamp=T0, callback_data=f"{job.key}:text"))
-    webhook(status_payload(wamid="wamid.LOST", status="read", timestamp=T0 + 9))
-    job.refresh_from_db()
-    assert (job.status, job.delivery_status) == (OutboundJob.Status.SENT, OutboundJob.Delivery.READ)
-
-
-@pytest.mark.django_db
-def test_several_statuses_with_the_key_in_one_post_settle_once(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
-    payload = _statuses(
-        ("wamid.LOST", "delivered", T0 + 1), ("wamid.LOST", "sent", T0), callback_data=f"{job.key}:text"
-    )
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert (job.status, job.wa_message_id, job.delivery_status) == (
-        OutboundJob.Status.SENT,
-        "wamid.LOST",
-        OutboundJob.Delivery.DELIVERED,
-    )
-    assert job.error_log == ""
-
-
-@pytest.mark.django_db
-def test_status_with_the_key_settles_a_send_staff_were_handed(webhook):
-    # Stale recovery moved the uncertain send to FAILED for staff; Meta's status still proves it arrived.
-    job = make_job(status=OutboundJob.Status.FAILED, wa_message_id="", send_started_at=timezone.now())
-    webhook(status_payload(wamid="wamid.LATE", status="sent", timestamp=T0, callback_data=f"{job.key}:text"))
-    job.refresh_from_db()
-    assert (job.status, job.wa_message_id) == (OutboundJob.Status.SENT, "wamid.LATE")
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    ("send_as", "kind"), [(OutboundJob.SendAs.TEMPLATE, "text"), (OutboundJob.SendAs.TEXT, "template")]
-)
-def test_status_whose_key_kind_does_not_match_send_as_does_not_settle(webhook, send_as, kind):
-    job = make_job(
-        status=OutboundJob.Status.READY_TO_SEND,
-        wa_message_id="",
-        send_as=send_as,
-        send_started_at=timezone.now(),
-    )
-    payload = status_payload(
-        wamid="wamid.OLD", status="delivered", timestamp=T0, callback_data=f"{job.key}:{kind}"
-    )
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert (job.status, job.wa_message_id, job.delivery_status) == (
-        OutboundJob.Status.READY_TO_SEND,
-        "",
-        OutboundJob.Delivery.NONE,
-    )
-
-
-@pytest.mark.django_db
-def test_status_with_the_key_does_not_settle_a_send_that_never_started(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=None)
-    webhook(status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=f"{job.key}:text"))
-    job.refresh_from_db()
-    assert (job.status, job.wa_message_id) == (OutboundJob.Status.READY_TO_SEND, "")
-
-
-@pytest.mark.django_db
-def test_status_with_the_key_of_a_sent_job_does_not_replace_its_message_id(webhook):
-    job = make_job(wa_message_id="wamid.REAL")
-    webhook(status_payload(wamid="wamid.OTHER", status="read", timestamp=T0, callback_data=f"{job.key}:text"))
-    job.refresh_from_db()
-    assert (job.wa_message_id, job.delivery_status) == ("wamid.REAL", OutboundJob.Delivery.NONE)
-
-
-@pytest.mark.django_db
-def test_messages_and_statuses_in_one_post(webhook):
-    job = make_job(wa_id="111", inbound_wamid="wamid.PREV")
-    payload = text_payload(wamid="wamid.NEW", timestamp=T0)
-    payload["entry"][0]["changes"].append(
-        status_payload(wamid="wamid.OUT", status="delivered", timestamp=T0)["entry"][0]["changes"][0]
-    )
-    assert webhook(payload).status_code == 200
-    job.refresh_from_db()
-    assert job.delivery_status == OutboundJob.Delivery.DELIVERED
-    assert OutboundJob.objects.filter(inbound_message__wamid="wamid.NEW", status="PENDING").count() == 1
-
-
 # ---------------------------------------------------------------------------------------------- other shapes
 def _value(payload: dict[str, Any]) -> dict[str, Any]:
     return payload["entry"][0]["changes"][0]["value"]
@@ -929,7 +308,7 @@ def test_nul_characters_are_stored_as_replacement_characters(webhook):
 
 @pytest.mark.django_db
 def test_odd_status_error_code_is_stored_without_it(webhook):
-    job = make_job()
+    job = make_sent_job()
     payload = status_payload(wamid="wamid.OUT", status="failed", timestamp=T0, error_code=1)
     _value(payload)["statuses"][0]["errors"][0]["code"] = 10**15
     assert webhook(payload).status_code == 200
@@ -940,9 +319,9 @@ def test_odd_status_error_code_is_stored_without_it(webhook):
 
 # ---------------------------------------------------------------------------------------------- database errors
 FAULT_POINTS = [
-    "webhooks.services.outbound_jobs_enqueue",  # after contacts and messages are inserted
-    "webhooks.services.outbound_jobs_record_statuses",  # after the jobs, at the very end
-    "webhooks.services._store_messages",  # after the contacts
+    "outbound.services.ingest.outbound_jobs_enqueue",  # after contacts and messages are inserted
+    "outbound.services.ingest.outbound_jobs_record_statuses",  # after the jobs, at the very end
+    "outbound.services.ingest._store_messages",  # after the contacts
 ]
 
 
@@ -962,7 +341,7 @@ def _messages_and_a_status() -> dict[str, Any]:
 @pytest.mark.django_db
 @pytest.mark.parametrize("target", FAULT_POINTS)
 def test_database_error_is_503_and_writes_nothing_then_the_redelivery_stores_once(webhook, target):
-    job = make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="999", inbound_wamid="wamid.PREV")
     before = counts()
     payload = _messages_and_a_status()
     with mock.patch(target, side_effect=OperationalError("server closed the connection unexpectedly")):
@@ -983,10 +362,11 @@ def test_database_error_is_503_and_writes_nothing_then_the_redelivery_stores_onc
 
 @pytest.mark.django_db
 def test_database_error_in_a_status_update_rolls_back_the_messages(webhook):
-    make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    make_sent_job(wa_id="999", inbound_wamid="wamid.PREV")
     before = counts()
     with mock.patch(
-        "outbound.services._apply_delivery", side_effect=OperationalError("could not serialize access")
+        "outbound.services.statuses._apply_delivery",
+        side_effect=OperationalError("could not serialize access"),
     ):
         assert webhook(_messages_and_a_status()).status_code == 503
     assert counts() == before
@@ -994,7 +374,7 @@ def test_database_error_in_a_status_update_rolls_back_the_messages(webhook):
 
 @pytest.mark.django_db
 def test_database_error_is_logged(webhook, webhook_log):
-    with mock.patch("webhooks.services.outbound_jobs_enqueue", side_effect=OperationalError("down")):
+    with mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=OperationalError("down")):
         assert webhook(text_payload(wamid="wamid.A", timestamp=T0)).status_code == 503
     assert "webhook_database_error messages=1 statuses=0" in webhook_log.text
 
@@ -1054,7 +434,7 @@ def test_message_without_metadata_is_not_ours(webhook, webhook_log):
 @pytest.mark.django_db
 def test_status_from_another_number_leaves_our_job_as_it_was(webhook, webhook_log):
     # Same wamid as our job's message: only the business number tells them apart.
-    job = make_job()
+    job = make_sent_job()
     assert (
         webhook(_to_number(status_payload(wamid="wamid.OUT", status="read", timestamp=T0), "999")).status_code
         == 200
@@ -1066,7 +446,9 @@ def test_status_from_another_number_leaves_our_job_as_it_was(webhook, webhook_lo
 
 @pytest.mark.django_db
 def test_status_from_another_number_does_not_settle_a_lost_send(webhook):
-    job = make_job(status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now())
+    job = make_sent_job(
+        status=OutboundJob.Status.READY_TO_SEND, wa_message_id="", send_started_at=timezone.now()
+    )
     payload = status_payload(wamid="wamid.X", status="sent", timestamp=T0, callback_data=f"{job.key}:text")
     assert webhook(_to_number(payload, "999")).status_code == 200
     job.refresh_from_db()
@@ -1075,7 +457,7 @@ def test_status_from_another_number_does_not_settle_a_lost_send(webhook):
 
 @pytest.mark.django_db
 def test_mixed_batch_stores_only_the_entries_for_our_number(webhook, no_network):
-    job = make_job(wa_id="111", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="111", inbound_wamid="wamid.PREV")
     payload = text_payload(wamid="wamid.OURS", timestamp=T0)
     theirs = _to_number(text_payload(wamid="wamid.THEIRS", wa_id="4915100000", timestamp=T0), "999")
     payload["entry"].append(theirs["entry"][0])
@@ -1189,7 +571,7 @@ def test_non_finite_timestamp_is_skipped_as_malformed_and_the_rest_is_stored(web
 
 @pytest.mark.django_db
 def test_non_finite_status_timestamp_is_skipped_and_the_job_left_alone(webhook):
-    job = make_job()
+    job = make_sent_job()
     body = _body(status_payload(wamid="wamid.OUT", status="read", timestamp=T0)).replace(
         f'"{T0}"'.encode(), b"NaN"
     )
@@ -1208,7 +590,7 @@ def _poison(error: Exception, *wamids: str):
             raise error
         return real(messages, contacts)
 
-    return mock.patch("webhooks.services._store_messages", side_effect=store)
+    return mock.patch("outbound.services.ingest._store_messages", side_effect=store)
 
 
 def _batch_with_a_poisoned_message() -> dict[str, Any]:
@@ -1236,7 +618,7 @@ def _batch_with_a_poisoned_message() -> dict[str, Any]:
     ids=["DataError", "IntegrityError", "a-bug"],
 )
 def test_one_poisoned_message_does_not_cost_the_rest_of_the_batch(webhook, webhook_log, error):
-    job = make_job(wa_id="999", inbound_wamid="wamid.PREV")
+    job = make_sent_job(wa_id="999", inbound_wamid="wamid.PREV")
     with _poison(error, "wamid.POISON"):
         response = webhook(_batch_with_a_poisoned_message())
     assert response.status_code == 200
@@ -1266,7 +648,7 @@ def test_the_poisoned_message_redelivered_is_answered_200_again_and_the_rest_sto
 def test_a_database_that_goes_down_during_the_one_at_a_time_retry_is_503(webhook):
     with (
         _poison(DataError("bad"), "wamid.POISON"),
-        mock.patch("webhooks.services.outbound_jobs_enqueue", side_effect=[OperationalError("down")]),
+        mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=[OperationalError("down")]),
     ):
         # The batch fails on the poison, then the first message alone finds the database gone.
         assert webhook(_batch_with_a_poisoned_message()).status_code == 503
@@ -1277,7 +659,9 @@ def test_a_database_that_goes_down_during_the_one_at_a_time_retry_is_503(webhook
 def test_sql_the_database_refuses_is_503_not_200(webhook):
     # On PostgreSQL a table a migration has not created yet: not the payload's fault, so Meta's redelivery
     # must still find us able to store it.
-    with mock.patch("webhooks.services._store_messages", side_effect=ProgrammingError("no such relation")):
+    with mock.patch(
+        "outbound.services.ingest._store_messages", side_effect=ProgrammingError("no such relation")
+    ):
         assert webhook(_batch_with_a_poisoned_message()).status_code == 503
     assert counts() == (0, 0, 0)
 
@@ -1285,7 +669,7 @@ def test_sql_the_database_refuses_is_503_not_200(webhook):
 @pytest.mark.django_db
 def test_when_even_the_retry_fails_the_answer_is_a_logged_400(webhook, webhook_log):
     with (
-        mock.patch("webhooks.services._store_messages", side_effect=DataError("bad")),
+        mock.patch("outbound.services.ingest._store_messages", side_effect=DataError("bad")),
         mock.patch("webhooks.views.webhook_ingest_each", side_effect=RuntimeError("a bug")),
     ):
         response = webhook(_batch_with_a_poisoned_message())
@@ -1302,53 +686,3 @@ def test_a_parser_bug_is_a_logged_400_not_a_500(webhook, webhook_log):
     assert response.status_code == 400
     assert "webhook_unparsable error=TypeError" in webhook_log.text
     assert "secret" not in webhook_log.text
-
-
-# ---------------------------------------------------------------------------------------------- profile name
-@pytest.mark.django_db
-def test_an_older_message_never_moves_the_profile_name_back(webhook):
-    assert webhook(text_payload(wamid="wamid.10", timestamp=T0 + 10, name="New")).status_code == 200
-    assert webhook(text_payload(wamid="wamid.5", timestamp=T0 + 5, name="Old")).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.profile_name, contact.last_inbound_at) == ("New", at(T0 + 10))
-    assert webhook(text_payload(wamid="wamid.20", timestamp=T0 + 20, name="Newest")).status_code == 200
-    contact.refresh_from_db()
-    assert (contact.profile_name, contact.last_inbound_at) == ("Newest", at(T0 + 20))
-    # Meta's timestamps have 1-second resolution: a message of the same second may rename too.
-    assert webhook(text_payload(wamid="wamid.20b", timestamp=T0 + 20, name="Same second")).status_code == 200
-    contact.refresh_from_db()
-    assert contact.profile_name == "Same second"
-
-
-@pytest.mark.django_db
-def test_an_older_message_redelivered_with_an_older_name_keeps_the_newer_one(webhook):
-    webhook(text_payload(wamid="wamid.old", timestamp=T0, name="Old"))
-    webhook(text_payload(wamid="wamid.new", timestamp=T0 + 60, name="New"))
-    assert webhook(text_payload(wamid="wamid.old", timestamp=T0, name="Old")).status_code == 200
-    assert Contact.objects.get().profile_name == "New"
-
-
-@pytest.mark.django_db
-def test_an_empty_profile_name_never_blanks_a_known_one(webhook):
-    webhook(text_payload(wamid="wamid.1", timestamp=T0, name="Kim"))
-    assert webhook(text_payload(wamid="wamid.2", timestamp=T0 + 60, name="")).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.profile_name, contact.last_inbound_at) == ("Kim", at(T0 + 60))
-
-
-@pytest.mark.django_db
-def test_the_name_is_decided_on_the_row_not_on_what_the_post_read(webhook):
-    # A racing POST stores a newer message between this POST's read of the contact and its update: the
-    # database still holds the newer name (the decision is the UPDATE's, not Python's).
-    webhook(text_payload(wamid="wamid.1", timestamp=T0, name="First"))
-    real_filter = Contact.objects.filter
-
-    def racing_filter(*args: Any, **kwargs: Any) -> Any:
-        rows = list(real_filter(*args, **kwargs).order_by("pk"))  # this POST reads the contact (at T0) ...
-        real_filter().update(profile_name="Racer", last_inbound_at=at(T0 + 100))  # ... then the racer commits
-        return mock.Mock(order_by=lambda *_: rows)
-
-    with mock.patch.object(Contact.objects, "filter", side_effect=racing_filter):
-        assert webhook(text_payload(wamid="wamid.2", timestamp=T0 + 50, name="Slower")).status_code == 200
-    contact = Contact.objects.get()
-    assert (contact.profile_name, contact.last_inbound_at) == ("Racer", at(T0 + 100))

@@ -13,8 +13,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbound.models import OutboundJob
-from outbound.services import outbound_config_from_settings
+from outbound.services.processing import Outcome
 from outbound.worker import Worker
+from outbound.worker_config import worker_config_from_settings
 
 
 def positive_int(value: str) -> int:
@@ -66,7 +67,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         _configure_logging(options["verbosity"])
         worker = Worker(
-            config=outbound_config_from_settings(),
+            config=worker_config_from_settings(),
             stale_seconds=settings.OUTBOUND_STALE_SECONDS,
             concurrency=options["concurrency"],
             batch_size=options["batch_size"],
@@ -84,7 +85,7 @@ class Command(BaseCommand):
         if worker.fatal is not None:
             raise CommandError(str(worker.fatal))
 
-    def _progress(self, job: OutboundJob, outcome: str) -> None:
+    def _progress(self, job: OutboundJob, outcome: Outcome) -> None:
         self.stdout.write(
             f"job {job.pk} contact {job.contact_id} attempt {job.attempts}: {outcome} ({job.status})"
         )

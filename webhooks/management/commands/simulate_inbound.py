@@ -1,6 +1,6 @@
 """`python manage.py simulate_inbound "Hello"`: send the running server a signed text-message webhook, as Meta would.
 
-The payload has the shape of Meta's own example (meta-whatsapp-api.md §3.2) and is signed with
+The payload has the shape of Meta's own text-message webhook example and is signed with
 WHATSAPP_APP_SECRET, so it goes through exactly the path a real message takes: signature, storage, job, worker.
 """
 
@@ -16,7 +16,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, messages_webhook, split_phone_number_ids, text_message
+from webhooks.envelopes import messages_webhook, text_message
+from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, split_phone_number_ids
 from webhooks.signatures import sign
 
 DEFAULT_URL = "http://127.0.0.1:8000"

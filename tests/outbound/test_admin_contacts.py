@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from outbound.models import OutboundJob
-from tests.builders import make_contact, make_job, make_message
+from tests.factories import make_contact, make_job, make_message
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,7 @@ S = OutboundJob.Status
 def test_contact_list_and_search(admin_client):
     make_contact(wa_id="4915112345678", name="Anna Schmidt")
     make_contact(wa_id="16505550000", name="Bob Jones")
-    url = reverse("admin:webhooks_contact_changelist")
+    url = reverse("admin:outbound_contact_changelist")
     html = admin_client.get(url, {"q": "Anna"}).content.decode()
     assert "Anna Schmidt (+4915112345678)" in html
     assert "Bob Jones" not in html
@@ -42,7 +42,7 @@ def test_contact_page_shows_the_conversation_in_time_order_and_the_jobs(admin_cl
     second = make_job(contact=contact, text="How much is it?", at=now - timedelta(minutes=5), status=S.FAILED)
     make_message(contact=contact, text="a reaction", at=now - timedelta(minutes=30), type="reaction")
 
-    html = admin_client.get(reverse("admin:webhooks_contact_change", args=[contact.pk])).content.decode()
+    html = admin_client.get(reverse("admin:outbound_contact_change", args=[contact.pk])).content.decode()
 
     conversation = html[html.index('<table class="conversation">') :]
     order = [
@@ -78,16 +78,16 @@ def test_contacts_and_messages_cannot_be_added_changed_or_deleted(admin_client):
     job = make_job()
     contact, message = job.contact, job.inbound_message
     for name in ("contact", "inboundmessage"):
-        assert admin_client.get(reverse(f"admin:webhooks_{name}_add")).status_code == 403
-    assert admin_client.get(reverse("admin:webhooks_contact_delete", args=[contact.pk])).status_code == 403
+        assert admin_client.get(reverse(f"admin:outbound_{name}_add")).status_code == 403
+    assert admin_client.get(reverse("admin:outbound_contact_delete", args=[contact.pk])).status_code == 403
     response = admin_client.post(
-        reverse("admin:webhooks_contact_change", args=[contact.pk]), {"profile_name": "changed"}
+        reverse("admin:outbound_contact_change", args=[contact.pk]), {"profile_name": "changed"}
     )
     assert response.status_code == 403
     contact.refresh_from_db()
     assert contact.profile_name == "Sheena Nelson"
     response = admin_client.post(
-        reverse("admin:webhooks_inboundmessage_change", args=[message.pk]), {"text": "changed"}
+        reverse("admin:outbound_inboundmessage_change", args=[message.pk]), {"text": "changed"}
     )
     assert response.status_code == 403
 
@@ -95,7 +95,7 @@ def test_contacts_and_messages_cannot_be_added_changed_or_deleted(admin_client):
 def test_inbound_message_list_search_and_page(admin_client):
     job = make_job(text="Does it come in another color?", status=S.SENT, content="Yes.")
     make_message(contact=job.contact, text="thanks!", needs_reply=False)
-    url = reverse("admin:webhooks_inboundmessage_changelist")
+    url = reverse("admin:outbound_inboundmessage_changelist")
     html = admin_client.get(url, {"q": "color"}).content.decode()
     assert "Does it come in another color?" in html
     assert "thanks!" not in html
@@ -105,7 +105,7 @@ def test_inbound_message_list_search_and_page(admin_client):
 
     message = job.inbound_message
     html = admin_client.get(
-        reverse("admin:webhooks_inboundmessage_change", args=[message.pk])
+        reverse("admin:outbound_inboundmessage_change", args=[message.pk])
     ).content.decode()
     assert f"job {job.pk} (sent)" in html
     assert '"body": "Does it come in another color?"' in html.replace("&quot;", '"')

@@ -1,4 +1,4 @@
-"""Contacts and their inbound messages, for staff to read (everything here is written by the webhook)."""
+"""Contacts and their inbound messages, for staff to read (everything here is written by the ingest)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ import json
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from outbound.models import OutboundJob
+from outbound.admin.permissions import ReadOnlyPermissions
+from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.selectors import contact_conversation
-from webhooks.models import Contact, InboundMessage
 
 INLINE_JOBS = 50
 JOB_INLINE_FIELDS = (
@@ -50,20 +49,11 @@ MESSAGE_FIELDS = (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the webhook owns: staff may look, never add, edit or delete."""
+class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
+    """Rows the ingest owns: staff may look, never add, edit or delete."""
 
     class Media:
         css = {"all": ["outbound/admin.css"]}
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class NewestJobsFormSet(BaseInlineFormSet):
@@ -72,7 +62,7 @@ class NewestJobsFormSet(BaseInlineFormSet):
         return super().get_queryset().order_by("-created_at", "-pk")[:INLINE_JOBS]
 
 
-class OutboundJobInline(admin.TabularInline):
+class OutboundJobInline(ReadOnlyPermissions, admin.TabularInline):
     model = OutboundJob
     formset = NewestJobsFormSet
     fk_name = "contact"
@@ -85,15 +75,6 @@ class OutboundJobInline(admin.TabularInline):
     @admin.display(description="reply")
     def reply_start(self, job: OutboundJob) -> str:
         return Truncator(job.content).chars(80)
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 @admin.register(Contact)

@@ -1,7 +1,7 @@
 """Staff's view of the replies: find a job, read why it failed, and retry, regenerate or cancel it.
 
-The admin is an adapter (STYLE rules 3 and 22): the actions and the job page's buttons call the services in
-`outbound/services.py`, which decide what is allowed; this module reports what they did and logs it.
+The admin is an adapter: the actions and the job page's buttons call the services in
+`outbound/services/staff.py`, which decide what is allowed; this module reports what they did and logs it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from outbound.models import OutboundJob, WorkerHeartbeat
+from outbound.models import OutboundJob
 from outbound.selectors import contact_conversation
-from outbound.services import (
+from outbound.services.staff import (
     StaffActionResult,
     outbound_jobs_cancel,
     outbound_jobs_regenerate,
@@ -208,7 +208,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
     # ------------------------------------------------------------------ the job's page
     @admin.display(description="contact")
     def contact_link(self, job: OutboundJob) -> SafeString:
-        url = reverse("admin:webhooks_contact_change", args=[job.contact_id])
+        url = reverse("admin:outbound_contact_change", args=[job.contact_id])
         return format_html('<a href="{}">{}</a>', url, job.contact)
 
     @admin.display(description="reply")
@@ -222,7 +222,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
     @admin.display(description="answers")
     def inbound_message_display(self, job: OutboundJob) -> SafeString:
         message = job.inbound_message
-        url = reverse("admin:webhooks_inboundmessage_change", args=[message.pk])
+        url = reverse("admin:outbound_inboundmessage_change", args=[message.pk])
         # Formatted before format_html: it escapes every argument into a string, which takes no date format
         # spec, and the admin shows a display method's exception as a silent "-".
         sent = timezone.localtime(message.timestamp).strftime("%Y-%m-%d %H:%M:%S")
@@ -338,17 +338,3 @@ class OutboundJobAdmin(admin.ModelAdmin):
                 f"({_ids(result.template_warnings)}): {goes_as}.",
                 messages.WARNING,
             )
-
-
-@admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
-    """When each worker host last finished a run: /healthz reads the same rows."""
-
-    list_display = ["worker_id", "last_finished_at", "last_summary"]
-    readonly_fields = ["worker_id", "last_finished_at", "last_summary"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: WorkerHeartbeat | None = None) -> bool:
-        return False

@@ -1,8 +1,12 @@
-"""Storing a webhook POST: contacts, messages, their jobs and status updates, in one transaction."""
+"""Storing a webhook POST: contacts, messages, their jobs and status updates, in one transaction.
+
+The webhook view parses (webhooks.payloads) and calls `webhook_ingest`; nothing here knows about HTTP.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,9 +15,9 @@ from django.db.models import Case, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from outbound.services import StatusCounts, outbound_jobs_enqueue, outbound_jobs_record_statuses
-from webhooks.models import Contact, InboundMessage
-from webhooks.payloads import ParsedMessage, ParsedWebhook
+from outbound.inbound import ParsedMessage, ParsedWebhook
+from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.services.statuses import StatusCounts, outbound_jobs_record_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +199,16 @@ def _store_messages(messages: list[ParsedMessage], contacts: dict[str, Contact])
     stored = InboundMessage.objects.filter(wamid__in=[m.wamid for m in messages if m.wamid not in existing])
     jobs = outbound_jobs_enqueue(messages=stored.only("pk", "contact_id", "needs_reply"))
     return len(messages) - len(existing), jobs
+
+
+def outbound_jobs_enqueue(*, messages: Iterable[InboundMessage]) -> int:
+    """Create one PENDING job per message that needs a reply; a message that already has one gets nothing."""
+    now = timezone.now()
+    jobs = [
+        OutboundJob(contact_id=m.contact_id, inbound_message_id=m.pk, next_attempt_at=now)
+        for m in messages
+        if m.needs_reply
+    ]
+    # The UNIQUE inbound_message makes concurrent redeliveries of the same POST create one job, not two.
+    created = OutboundJob.objects.bulk_create(jobs, ignore_conflicts=True)
+    return len(created)

@@ -1,0 +1,48 @@
+"""What the webhook parser produces and the ingest consumes: small frozen dataclasses (pure: no Django)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    wamid: str
+    wa_id: str | None
+    user_id: str | None
+    profile_name: str
+    type: str
+    text: str
+    needs_reply: bool
+    timestamp: datetime
+    raw: dict[str, Any]
+    # The business number it was sent to (`value.metadata.phone_number_id`), always one this service serves.
+    phone_number_id: str
+
+
+@dataclass(frozen=True)
+class StatusError:
+    code: int | None
+    title: str
+    details: str
+
+
+@dataclass(frozen=True)
+class ParsedStatus:
+    wamid: str
+    status: str
+    timestamp: datetime
+    callback_data: str
+    # The business number that sent the message this status is about, always one this service serves.
+    phone_number_id: str
+    errors: tuple[StatusError, ...] = ()
+
+
+@dataclass
+class ParsedWebhook:
+    messages: list[ParsedMessage] = field(default_factory=list)
+    statuses: list[ParsedStatus] = field(default_factory=list)
+    # Human-readable reasons for everything well-signed that we did not turn into a message or status.
+    skipped: list[str] = field(default_factory=list)

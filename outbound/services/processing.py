@@ -1,0 +1,300 @@
+"""One claimed job taken as far as it goes: generate the reply, then send it.
+
+The only place where errors become state transitions: the clients classify (`outbound.exceptions`), the
+retry policy decides (`outbound.retry`), and this module moves the job (`OutboundJob.mark_*`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+from outbound.exceptions import (
+    ConfigurationError,
+    GraphConnectError,
+    GraphError,
+    GraphResponseLost,
+    ReplyConfigurationError,
+    ReplyPermanentError,
+    ReplyTransientError,
+)
+from outbound.models import Contact, JobChanged, OutboundJob
+from outbound.redaction import redact
+from outbound.retry import (
+    Action,
+    backoff_seconds,
+    graph_error_action,
+    next_attempt_at,
+    pair_rate_limit_seconds,
+)
+from outbound.selectors import conversation_for
+from outbound.whatsapp import Recipient, SendResult
+from outbound.window import is_window_open, template_parameters
+from outbound.worker_config import WorkerConfig
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    """What processing one claimed job ended in; the worker's `RunSummary.record` counts each one."""
+
+    GENERATED = "generated"
+    """The reply was saved; the send follows in the same claim (never a final outcome)."""
+    SENT = "sent"
+    """Meta accepted the message."""
+    RETRIED = "retried"
+    """Given back for another attempt later."""
+    FAILED = "failed"
+    """Given up (staff can retry)."""
+    UNCERTAIN = "uncertain"
+    """The send may have reached Meta; a status webhook or staff settle it."""
+    LOST = "lost"
+    """Someone else moved the job meanwhile; our result was void."""
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    outcome: Outcome
+    generated: bool = False
+
+
+def outbound_job_process(*, job: OutboundJob, config: WorkerConfig) -> ProcessResult:
+    """Take one claimed job as far as it goes: generate if needed, then send.
+
+    Raises ConfigurationError (after giving the job back with its attempt refunded) when the fault is ours.
+    """
+    token = job.claim_token
+    if token is None:
+        raise ValueError(f"job {job.pk} is not claimed")
+    generated = False
+    try:
+        if job.status == OutboundJob.Status.GENERATING:
+            outcome = _generate(job, token, config)
+            if outcome != Outcome.GENERATED:
+                return ProcessResult(outcome)
+            generated = bool(job.content)
+        return ProcessResult(_send(job, token, config, allow_template_switch=True), generated)
+    except JobChanged as exc:
+        # Someone else (stale recovery, a status webhook, staff) moved the job: our result is void.
+        logger.warning("job_claim_lost job_id=%s %s", job.pk, exc)
+        return ProcessResult(Outcome.LOST, generated)
+
+
+def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: WorkerConfig) -> None:
+    """Record an unexpected error on the job and give it back (never resending a send that may have gone)."""
+    token = job.claim_token
+    if token is None:
+        return
+    line = _error_line(job, "crash", f"{type(error).__name__}: {error}", config)
+    try:
+        job.refresh_from_db(fields=["status", "claim_token", "send_started_at", "error_log"])
+        if job.claim_token != token:
+            return
+        if job.send_started_at is not None:
+            job.mark_send_uncertain(token=token, error=line)
+        elif job.attempts >= config.max_attempts:
+            job.mark_failed(token=token, error=line)
+        else:
+            delay = backoff_seconds(
+                attempts=job.attempts, base=config.retry_base_seconds, cap=config.retry_max_seconds
+            )
+            job.mark_retry(
+                token=token,
+                error=line,
+                next_attempt_at=next_attempt_at(now=timezone.now(), delay_seconds=delay),
+            )
+    except (JobChanged, DatabaseError):
+        # The claim stays; stale recovery releases it once the database answers again.
+        logger.warning("job_crash_not_recorded job_id=%s", job.pk)
+
+
+def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
+    contact = Contact.objects.get(pk=job.contact_id)
+    now = timezone.now()
+    if not is_window_open(
+        last_inbound_at=contact.last_inbound_at, now=now, margin_seconds=config.window_margin_seconds
+    ):
+        # No point paying for a reply that cannot be sent: the template goes instead.
+        job.mark_generated(
+            token=token, content="", send_as=OutboundJob.SendAs.TEMPLATE, log={"in_window": False}
+        )
+        return Outcome.GENERATED
+    conversation = conversation_for(job=job, limit=config.history_messages)
+    started = time.monotonic()
+    try:
+        text = config.generator.generate(system_prompt=config.system_prompt, conversation=conversation)
+    except ReplyTransientError as exc:
+        return _retry_or_fail(
+            job, token, config, phase="generate", error=str(exc), retry_after=exc.retry_after
+        )
+    except ReplyConfigurationError as exc:
+        # Our key or model, not this job: every job would fail alike. Keep it, refund the attempt, stop loudly.
+        job.mark_retry(
+            token=token,
+            error=_error_line(job, "generate", str(exc), config),
+            next_attempt_at=timezone.now(),
+            refund_attempt=True,
+        )
+        raise ConfigurationError(
+            redact(
+                f"OpenAI refused our configuration ({exc}): check {exc.check}; the job was kept",
+                config.secrets,
+            )
+        ) from exc
+    except ReplyPermanentError as exc:
+        job.mark_failed(token=token, error=_error_line(job, "generate", str(exc), config))
+        return Outcome.FAILED
+    job.mark_generated(
+        token=token,
+        content=text,
+        send_as=OutboundJob.SendAs.TEXT,
+        log={"in_window": True, "duration_ms": int((time.monotonic() - started) * 1000)},
+    )
+    return Outcome.GENERATED
+
+
+def _send(
+    job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, allow_template_switch: bool
+) -> Outcome:
+    contact = Contact.objects.get(pk=job.contact_id)
+    in_window = is_window_open(
+        last_inbound_at=contact.last_inbound_at,
+        now=timezone.now(),
+        margin_seconds=config.window_margin_seconds,
+    )
+    send_as = job.send_as if in_window else OutboundJob.SendAs.TEMPLATE
+    if send_as == OutboundJob.SendAs.TEMPLATE and not config.template_name:
+        job.mark_failed(
+            token=token,
+            error=_error_line(
+                job,
+                "send",
+                "the 24-hour window is closed and no template is configured: set "
+                "WHATSAPP_TEMPLATE_NAME (and WHATSAPP_TEMPLATE_LANGUAGE) to an approved template",
+                config,
+            ),
+            log={"in_window": in_window},
+        )
+        return Outcome.FAILED
+    config.rate_limiter.acquire()
+    job.mark_send_started(token=token, send_as=send_as)
+    started = time.monotonic()
+    try:
+        result = _deliver(job, contact, send_as, config)
+    except GraphError as exc:
+        return _handle_graph_error(job, token, config, exc, allow_template_switch=allow_template_switch)
+    except GraphConnectError as exc:
+        return _retry_or_fail(job, token, config, phase="send", error=str(exc))
+    except GraphResponseLost as exc:
+        job.mark_send_uncertain(
+            token=token,
+            error=_error_line(
+                job,
+                "send",
+                f"{exc}; the message may have been sent, waiting for Meta's status webhook to settle it",
+                config,
+            ),
+        )
+        return Outcome.UNCERTAIN
+    job.mark_sent(
+        token=token,
+        wa_message_id=result.wa_message_id,
+        message_status=result.message_status,
+        response=result.response,
+        log={
+            "in_window": in_window,
+            "wa_message_id": result.wa_message_id,
+            "message_status": result.message_status,
+            "duration_ms": int((time.monotonic() - started) * 1000),
+        },
+    )
+    return Outcome.SENT
+
+
+def _deliver(job: OutboundJob, contact: Contact, send_as: str, config: WorkerConfig) -> SendResult:
+    to = Recipient(wa_id=contact.wa_id, user_id=contact.user_id)
+    callback_data = f"{job.key}:{send_as.lower()}"
+    if send_as == OutboundJob.SendAs.TEMPLATE:
+        return config.sender.send_template(
+            to=to,
+            name=config.template_name,
+            language=config.template_language,
+            body_parameters=template_parameters(config.template_body_parameters, contact=contact),
+            callback_data=callback_data,
+        )
+    # The claim loaded the inbound message with the job (select_related): no query here.
+    reply_to = job.inbound_message.wamid
+    return config.sender.send_text(to=to, body=job.content, reply_to=reply_to, callback_data=callback_data)
+
+
+def _handle_graph_error(
+    job: OutboundJob,
+    token: uuid.UUID,
+    config: WorkerConfig,
+    exc: GraphError,
+    *,
+    allow_template_switch: bool,
+) -> Outcome:
+    action = graph_error_action(exc)
+    line = _error_line(job, "send", exc.describe(), config)
+    log: dict[str, object] = {"fbtrace_id": exc.fbtrace_id, "code": exc.code}
+    if action is Action.TEMPLATE and job.send_as == OutboundJob.SendAs.TEXT and allow_template_switch:
+        job.mark_switch_to_template(token=token, error=line)
+        return _send(job, token, config, allow_template_switch=False)
+    if action is Action.RETRY:
+        return _retry_or_fail(job, token, config, phase="send", error=exc.describe(), log=log)
+    if action is Action.PAIR_RATE_LIMIT:
+        delay = pair_rate_limit_seconds(attempts=job.attempts, cap=config.retry_max_seconds)
+        return _retry_or_fail(job, token, config, phase="send", error=exc.describe(), delay=delay, log=log)
+    if action is Action.CONFIGURATION:
+        job.mark_retry(token=token, error=line, next_attempt_at=timezone.now(), refund_attempt=True, log=log)
+        raise ConfigurationError(
+            f"Meta rejected our credentials ({exc.describe()}): check WHATSAPP_ACCESS_TOKEN and its permissions"
+            " for WHATSAPP_PHONE_NUMBER_ID; the job was kept"
+        )
+    job.mark_failed(token=token, error=line, log=log)
+    return Outcome.FAILED
+
+
+def _retry_or_fail(
+    job: OutboundJob,
+    token: uuid.UUID,
+    config: WorkerConfig,
+    *,
+    phase: str,
+    error: str,
+    retry_after: float | None = None,
+    delay: float | None = None,
+    log: dict[str, object] | None = None,
+) -> Outcome:
+    if job.attempts >= config.max_attempts:
+        job.mark_failed(
+            token=token,
+            error=_error_line(job, phase, f"{error} (gave up after {job.attempts} attempts)", config),
+            log=log,
+        )
+        return Outcome.FAILED
+    if delay is None:
+        delay = backoff_seconds(
+            attempts=job.attempts,
+            base=config.retry_base_seconds,
+            cap=config.retry_max_seconds,
+            retry_after=retry_after,
+        )
+    job.mark_retry(
+        token=token,
+        error=_error_line(job, phase, f"{error} (retry in {delay:.0f}s)", config),
+        next_attempt_at=next_attempt_at(now=timezone.now(), delay_seconds=delay),
+        log=log,
+    )
+    return Outcome.RETRIED
+
+
+def _error_line(job: OutboundJob, phase: str, message: str, config: WorkerConfig) -> str:
+    return f"attempt={job.attempts} phase={phase} {redact(message, config.secrets)}"

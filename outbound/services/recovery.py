@@ -1,0 +1,60 @@
+"""The start of every run: release claims of workers presumed dead, and reopen 131047 text replies."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from outbound.models import JobChanged, OutboundJob
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryCounts:
+    released: int = 0
+    unsettled: int = 0
+    reopened_for_template: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.released + self.unsettled + self.reopened_for_template
+
+
+def outbound_jobs_recover(
+    *, stale_seconds: int, max_attempts: int, now: datetime | None = None
+) -> RecoveryCounts:
+    """Release claims whose worker is presumed dead, and reopen text replies Meta failed with 131047.
+
+    A job whose worker keeps dying (a poison job) is not released forever: at `max_attempts` it is FAILED.
+    """
+    now = now or timezone.now()
+    counts = RecoveryCounts()
+    for job in OutboundJob.objects.stale(older_than=now - timedelta(seconds=stale_seconds)).order_by("pk"):
+        try:
+            if job.status == OutboundJob.Status.READY_TO_SEND and job.send_started_at is not None:
+                job.mark_stale_send_unsettled()
+                counts.unsettled += 1
+                logger.error("stale_send_unsettled job_id=%s handed to staff", job.pk)
+            elif job.attempts >= max_attempts:
+                job.mark_failed(
+                    token=job.claim_token,
+                    error=f"attempt={job.attempts} phase=recovery the worker holding this job stopped "
+                    f"responding {job.attempts} times; gave up",
+                )
+                counts.unsettled += 1
+            else:
+                job.mark_stale_released()
+                counts.released += 1
+        except JobChanged:
+            continue
+    for job in OutboundJob.objects.awaiting_template_fallback().order_by("pk"):
+        try:
+            job.mark_reopened_for_template()
+            counts.reopened_for_template += 1
+        except JobChanged:
+            continue
+    return counts

@@ -1,0 +1,107 @@
+"""The worker's configuration: the sender, the reply generator, the policy numbers and the system prompt.
+
+Built from Django settings once per run (`worker_config_from_settings`); tests build a `WorkerConfig` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from outbound.ratelimit import SendRateLimiter
+from outbound.replies import OfflineReplyGenerator, OpenAIReplyGenerator, ReplyGenerator
+from outbound.whatsapp import Sender, WhatsAppClient
+
+# The limiter counts sends by our clock when it lets them go; Meta counts them by its clock when they arrive.
+# Between the two lie a database write, a possible new connection and the thread scheduler, tens of ms apart
+# from one send to the next, so a window of exactly 1 s let bursts of N+25% land inside one of Meta's seconds
+# (bench.run_all, 20/s limit: 25-29 sends in one second). 100 ms of headroom absorbs that jitter.
+SEND_RATE_WINDOW_SECONDS = 1.1
+# The one default system prompt, shipped with the code (OPENAI_SYSTEM_PROMPT_FILE points here by default).
+DEFAULT_SYSTEM_PROMPT_FILE = (
+    Path(__file__).resolve().parent.parent / "templates" / "outbound" / "system_prompt.txt"
+)
+
+
+def default_system_prompt() -> str:
+    """The shipped prompt: used when neither OPENAI_SYSTEM_PROMPT nor a readable prompt file says otherwise."""
+    return DEFAULT_SYSTEM_PROMPT_FILE.read_text(encoding="utf-8").strip()
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs to process jobs; built from settings once per run."""
+
+    sender: Sender
+    generator: ReplyGenerator
+    rate_limiter: SendRateLimiter
+    system_prompt: str = field(default_factory=default_system_prompt)
+    template_name: str = ""
+    template_language: str = "en_US"
+    template_body_parameters: list[str] = field(default_factory=list)
+    max_attempts: int = 5
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    window_margin_seconds: int = 300
+    history_messages: int = 20
+    secrets: tuple[str, ...] = ()
+
+
+def worker_config_from_settings() -> WorkerConfig:
+    """Build the sender, the reply generator and the policy numbers from Django settings."""
+    from outbound.console import ConsoleSender
+
+    sender: Sender
+    if settings.OUTBOUND_SENDER == "console":
+        sender = ConsoleSender(
+            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,") or "PHONE_NUMBER_ID"
+        )
+    else:
+        sender = WhatsAppClient(
+            access_token=settings.WHATSAPP_ACCESS_TOKEN,
+            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,"),
+            base_url=settings.WHATSAPP_GRAPH_URL,
+            api_version=settings.WHATSAPP_API_VERSION,
+            timeout=settings.WHATSAPP_TIMEOUT,
+        )
+    generator: ReplyGenerator
+    if settings.OUTBOUND_REPLY_GENERATOR == "offline":
+        generator = OfflineReplyGenerator()
+    else:
+        generator = OpenAIReplyGenerator.from_settings(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            model=settings.OPENAI_MODEL,
+            timeout=settings.OPENAI_TIMEOUT,
+        )
+    return WorkerConfig(
+        sender=sender,
+        generator=generator,
+        rate_limiter=SendRateLimiter(settings.OUTBOUND_MAX_SENDS_PER_SECOND, window=SEND_RATE_WINDOW_SECONDS),
+        system_prompt=system_prompt_from_settings(),
+        template_name=settings.WHATSAPP_TEMPLATE_NAME,
+        template_language=settings.WHATSAPP_TEMPLATE_LANGUAGE,
+        template_body_parameters=list(settings.WHATSAPP_TEMPLATE_BODY_PARAMETERS),
+        max_attempts=settings.OUTBOUND_MAX_ATTEMPTS,
+        retry_base_seconds=settings.OUTBOUND_RETRY_BASE_SECONDS,
+        retry_max_seconds=settings.OUTBOUND_RETRY_MAX_SECONDS,
+        window_margin_seconds=settings.WHATSAPP_WINDOW_MARGIN_SECONDS,
+        history_messages=settings.OPENAI_HISTORY_MESSAGES,
+        secrets=tuple(
+            s
+            for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)
+            if s
+        ),
+    )
+
+
+def system_prompt_from_settings() -> str:
+    """OPENAI_SYSTEM_PROMPT if set, else the prompt file, else the shipped default."""
+    if settings.OPENAI_SYSTEM_PROMPT:
+        return str(settings.OPENAI_SYSTEM_PROMPT)
+    path = Path(settings.OPENAI_SYSTEM_PROMPT_FILE)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip() or default_system_prompt()
+    return default_system_prompt()

@@ -1,0 +1,95 @@
+"""The one way tests build rows: contacts, their inbound messages, and jobs in any status.
+
+Jobs are created directly in the status a test needs (set-up, not a transition under test). Without a
+`contact`, a job belongs to the default customer (created once, then reused).
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from outbound.models import Contact, InboundMessage, OutboundJob
+
+DEFAULT_WA_ID = "16505551234"
+DEFAULT_NAME = "Sheena Nelson"
+_seq = itertools.count(1)
+
+
+def make_contact(
+    *, wa_id: str = DEFAULT_WA_ID, name: str = DEFAULT_NAME, last_inbound_at: datetime | None = None
+) -> Contact:
+    return Contact.objects.create(
+        wa_id=wa_id,
+        profile_name=name,
+        last_inbound_at=last_inbound_at or timezone.now() - timedelta(minutes=5),
+    )
+
+
+def default_contact(*, wa_id: str = DEFAULT_WA_ID) -> Contact:
+    """The customer of every job built without a contact: found, or created like `make_contact`."""
+    contact = Contact.objects.filter(wa_id=wa_id).first()
+    return contact or make_contact(wa_id=wa_id)
+
+
+def make_message(
+    *,
+    contact: Contact,
+    text: str = "Does it come in another color?",
+    at: datetime | None = None,
+    **fields: Any,
+) -> InboundMessage:
+    n = next(_seq)
+    fields.setdefault("wamid", f"wamid.IN{n}")
+    fields.setdefault("type", InboundMessage.Type.TEXT)
+    fields.setdefault("needs_reply", True)
+    return InboundMessage.objects.create(
+        contact=contact,
+        text=text,
+        timestamp=at or timezone.now() - timedelta(minutes=5),
+        raw={"id": fields["wamid"], "type": fields["type"], "text": {"body": text}},
+        **fields,
+    )
+
+
+def make_job(
+    *,
+    contact: Contact | None = None,
+    status: str = OutboundJob.Status.PENDING,
+    text: str = "Does it come in another color?",
+    at: datetime | None = None,
+    wamid: str | None = None,
+    **fields: Any,
+) -> OutboundJob:
+    """A job answering a new inbound message (`text`, sent `at`, Meta id `wamid`) of `contact`."""
+    contact = contact or default_contact()
+    message = make_message(contact=contact, text=text, at=at, **({"wamid": wamid} if wamid else {}))
+    return OutboundJob.objects.create(contact=contact, inbound_message=message, status=status, **fields)
+
+
+def make_sent_job(
+    *,
+    status: str = OutboundJob.Status.SENT,
+    wa_message_id: str = "wamid.OUT",
+    send_as: str = OutboundJob.SendAs.TEXT,
+    send_started_at: datetime | None = None,
+    delivery_status: str = OutboundJob.Delivery.NONE,
+    wa_id: str = DEFAULT_WA_ID,
+    inbound_wamid: str = "wamid.IN",
+) -> OutboundJob:
+    """A job as the worker leaves it: by default SENT as text, with Meta's message id, no status webhook yet."""
+    return make_job(
+        contact=default_contact(wa_id=wa_id),
+        status=status,
+        wamid=inbound_wamid,
+        send_as=send_as,
+        content="Hi there",
+        wa_message_id=wa_message_id,
+        send_started_at=send_started_at,
+        sent_at=timezone.now() if status == OutboundJob.Status.SENT else None,
+        delivery_status=delivery_status,
+        attempts=1,
+    )
