@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test lint bench install install-dev clean
+.PHONY: run test test-fast lint bench install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -46,6 +46,10 @@ run: $(VENV)/.installed .env
 ## The test suite (DATABASE_URL chooses the database; SQLite by default).
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
+
+## While developing: the suite without the tests that start processes or servers (`make test` runs everything).
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

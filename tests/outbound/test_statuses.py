@@ -9,8 +9,12 @@ import pytest
 from django.utils import timezone
 
 from outbound.models import OutboundJob
+from outbound.services.claims import outbound_jobs_claim
+from outbound.services.processing import outbound_job_process
+from outbound.worker_config import worker_config_from_settings
 from tests.conftest import T0, at, load, status_payload, text_payload
 from tests.factories import make_sent_job
+from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok
 
 
 # ---------------------------------------------------------------------------------------------- statuses
@@ -298,3 +302,34 @@ def test_messages_and_statuses_in_one_post(webhook):
     job.refresh_from_db()
     assert job.delivery_status == OutboundJob.Delivery.DELIVERED
     assert OutboundJob.objects.filter(inbound_message__wamid="wamid.NEW", status="PENDING").count() == 1
+
+
+# ---------------------------------------------------------------------------------------------- through the worker
+@pytest.mark.django_db
+def test_delivery_status_never_moves_backwards(inbound, graph, fake_openai, webhook):
+    job = inbound()
+    [claimed] = outbound_jobs_claim(limit=1, worker_id="w")
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.D"))
+    outbound_job_process(job=claimed, config=worker_config_from_settings())
+    ts = int(timezone.now().timestamp())
+    for status, when in (("read", ts + 2), ("delivered", ts + 1), ("sent", ts)):
+        webhook(status_payload(wamid="wamid.D", status=status, timestamp=when))
+    assert OutboundJob.objects.get(pk=job.pk).delivery_status == "read"
+
+
+@pytest.mark.django_db
+def test_a_status_for_another_send_of_the_job_does_not_settle_it(inbound, graph, fake_openai, webhook):
+    job = inbound()
+    [claimed] = outbound_jobs_claim(limit=1, worker_id="w")
+    claimed.mark_generated(token=claimed.claim_token, content="r", send_as=OutboundJob.SendAs.TEXT)
+    claimed.mark_send_started(token=claimed.claim_token, send_as=OutboundJob.SendAs.TEMPLATE)
+    webhook(
+        status_payload(
+            wamid="wamid.X", status="sent", timestamp=1_800_000_000, callback_data=f"{job.key}:text"
+        )
+    )
+    assert OutboundJob.objects.get(pk=job.pk).status == OutboundJob.Status.READY_TO_SEND
+    webhook(
+        status_payload(wamid="wamid.Y", status="sent", timestamp=1_800_000_000, callback_data="not-a-key")
+    )
+    assert OutboundJob.objects.get(pk=job.pk).status == OutboundJob.Status.READY_TO_SEND
