@@ -182,6 +182,11 @@ OUTBOUND_REPLY_GENERATOR: str = env.str(
 )
 # /healthz reports 503 when no worker run has finished for this long.
 OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
+# How many knowledge entries (the most relevant to the customer's recent messages) the model sees per reply.
+OUTBOUND_KNOWLEDGE_TOP_K: int = env.int("OUTBOUND_KNOWLEDGE_TOP_K", default=5)
+# PostgreSQL's text-search configuration for the entries and the questions (stemming, stop words). The search
+# column is built with it by `migrate`; after changing it, run `manage.py reindex_knowledge`.
+OUTBOUND_KNOWLEDGE_LANGUAGE: str = env.str("OUTBOUND_KNOWLEDGE_LANGUAGE", default="english")
 
 # LOGGING (stdout, one line per event; never tokens, never message text at INFO)
 # ------------------------------------------------------------------------------

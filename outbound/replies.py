@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import openai
 
 from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
+from outbound.grounding import KnowledgeSnippet, knowledge_message
 from outbound.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ class Turn:
 
 
 class ReplyGenerator(Protocol):
-    def generate(self, *, system_prompt: str, conversation: list[Turn]) -> str: ...
+    def generate(
+        self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
+    ) -> str: ...
 
 
 class OpenAIReplyGenerator:
@@ -51,9 +55,17 @@ class OpenAIReplyGenerator:
         client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         return cls(client=client, model=model)
 
-    def generate(self, *, system_prompt: str, conversation: list[Turn]) -> str:
-        """Return the model's reply to the conversation's last user turn, fitted to WhatsApp's limit."""
+    def generate(
+        self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
+    ) -> str:
+        """Return the model's reply to the conversation's last user turn, fitted to WhatsApp's limit.
+
+        The knowledge entries go in a system message of their own, after the instructions (which stay first
+        and identical, for prompt caching) and before the conversation: data, never mixed with either.
+        """
         messages: list[dict[str, str]] = [{"role": "system", "content": system_prompt}]
+        if knowledge:
+            messages.append({"role": "system", "content": knowledge_message(knowledge)})
         messages += [{"role": turn.role, "content": turn.text} for turn in conversation]
         try:
             completion = self._client.chat.completions.create(
@@ -92,9 +104,15 @@ class OpenAIReplyGenerator:
 class OfflineReplyGenerator:
     """A canned, clearly labelled reply so that a first run shows the whole flow without an OpenAI key."""
 
-    def generate(self, *, system_prompt: str, conversation: list[Turn]) -> str:
+    def generate(
+        self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
+    ) -> str:
         last = next((turn.text for turn in reversed(conversation) if turn.role == "user"), "")
-        return fit_to_whatsapp(f"{OFFLINE_LABEL} Thanks for your message: \u201c{last[:200]}\u201d")
+        text = f"{OFFLINE_LABEL} Thanks for your message: \u201c{last[:200]}\u201d"
+        if knowledge:
+            # Shows a first run that retrieval works: which entries the model would have been given.
+            text += " Knowledge the model would get: " + "; ".join(s.title for s in knowledge) + "."
+        return fit_to_whatsapp(text)
 
 
 def fit_to_whatsapp(text: str, limit: int = WHATSAPP_TEXT_LIMIT) -> str:

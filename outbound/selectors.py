@@ -1,5 +1,5 @@
 """Read-only questions: the jobs overview for the admin's index page, a contact's conversation for staff, and
-the conversation a reply is generated from.
+the conversation and system prompt a reply is generated from.
 
 Selectors only read (HackSoft's split): state changes stay in `outbound/services/`.
 """
@@ -14,7 +14,7 @@ from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from outbound.models import InboundMessage, OutboundJob, WorkerHeartbeat
+from outbound.models import InboundMessage, OutboundJob, ReplySettings, WorkerHeartbeat
 from outbound.replies import Turn
 from outbound.vocabulary import NO_REPLY_TYPES
 
@@ -186,3 +186,13 @@ def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
     if selected and late_replies:
         selected[-1:-1] = late_replies
     return selected[-limit:]
+
+
+def reply_system_prompt(*, default: str) -> str:
+    """The prompt staff saved in the admin's reply settings, else `default` (from the settings or the file)."""
+    saved = (
+        ReplySettings.objects.filter(pk=ReplySettings.SINGLETON_ID)
+        .values_list("system_prompt", flat=True)
+        .first()
+    )
+    return saved.strip() if saved and saved.strip() else default

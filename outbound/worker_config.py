@@ -46,6 +46,7 @@ class WorkerConfig:
     retry_max_seconds: float = 3600.0
     window_margin_seconds: int = 300
     history_messages: int = 20
+    knowledge_top_k: int = 5
     secrets: tuple[str, ...] = ()
 
 
@@ -89,6 +90,7 @@ def worker_config_from_settings() -> WorkerConfig:
         retry_max_seconds=settings.OUTBOUND_RETRY_MAX_SECONDS,
         window_margin_seconds=settings.WHATSAPP_WINDOW_MARGIN_SECONDS,
         history_messages=settings.OPENAI_HISTORY_MESSAGES,
+        knowledge_top_k=settings.OUTBOUND_KNOWLEDGE_TOP_K,
         secrets=tuple(
             s
             for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)
@@ -98,7 +100,10 @@ def worker_config_from_settings() -> WorkerConfig:
 
 
 def system_prompt_from_settings() -> str:
-    """OPENAI_SYSTEM_PROMPT if set, else the prompt file, else the shipped default."""
+    """OPENAI_SYSTEM_PROMPT if set, else the prompt file, else the shipped default.
+
+    This is the default: a prompt staff save in the admin (reply settings) wins over it, reply by reply.
+    """
     if settings.OPENAI_SYSTEM_PROMPT:
         return str(settings.OPENAI_SYSTEM_PROMPT)
     path = Path(settings.OPENAI_SYSTEM_PROMPT_FILE)

@@ -1,6 +1,7 @@
-"""Every admin of the domain: jobs (with the staff actions), contacts and their messages, worker heartbeats."""
+"""Every admin of the domain: jobs (with the staff actions), contacts and their messages, worker heartbeats,
+the knowledge entries and the reply settings."""
 
-from outbound.admin import contacts, heartbeat, jobs
+from outbound.admin import contacts, heartbeat, jobs, knowledge
 from outbound.admin.jobs import last_error_line
 
-__all__ = ["contacts", "heartbeat", "jobs", "last_error_line"]
+__all__ = ["contacts", "heartbeat", "jobs", "knowledge", "last_error_line"]

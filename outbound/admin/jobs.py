@@ -19,11 +19,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from outbound.models import OutboundJob
+from outbound.models import KnowledgeEntry, OutboundJob
 from outbound.selectors import contact_conversation
 from outbound.services.staff import (
     StaffActionResult,
@@ -80,7 +80,10 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
 
 # The job's page, section by section.
 JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
-    (None, ("status_badge", "contact_link", "reply", "send_as", "inbound_message_display")),
+    (
+        None,
+        ("status_badge", "contact_link", "reply", "knowledge_display", "send_as", "inbound_message_display"),
+    ),
     (
         "Attempts",
         (
@@ -218,6 +221,31 @@ class OutboundJobAdmin(admin.ModelAdmin):
         if job.send_as == OutboundJob.SendAs.TEMPLATE:
             return f"No text: the approved template ({settings.WHATSAPP_TEMPLATE_NAME or 'not configured'}) goes instead."
         return "Not generated yet."
+
+    @admin.display(description="knowledge given to the model")
+    def knowledge_display(self, job: OutboundJob) -> SafeString | str:
+        """The entries the reply was generated with (id and title as they were), linked while they exist."""
+        records = [r for r in job.knowledge if isinstance(r, dict) and isinstance(r.get("id"), int)]
+        if not records:
+            return "None." if job.content else "None: no reply generated."
+        existing = set(
+            KnowledgeEntry.objects.filter(pk__in=[r["id"] for r in records]).values_list("pk", flat=True)
+        )
+        items = [
+            format_html(
+                '<a href="{}">[{}] {}</a>',
+                reverse("admin:outbound_knowledgeentry_change", args=[r["id"]]),
+                r["id"],
+                r.get("title", ""),
+            )
+            if r["id"] in existing
+            else format_html("[{}] {} (deleted since)", r["id"], r.get("title", ""))
+            for r in records
+        ]
+        return format_html(
+            '<ol class="job-knowledge">{}</ol>',
+            format_html_join("", "<li>{}</li>", ((item,) for item in items)),
+        )
 
     @admin.display(description="answers")
     def inbound_message_display(self, job: OutboundJob) -> SafeString:

@@ -61,6 +61,9 @@ class OutboundJob(models.Model):
         max_length=max(len(v) for v in SendAs.values), choices=SendAs.choices, default=SendAs.TEXT
     )
     content = models.TextField(blank=True, help_text="the AI reply, saved before any send")
+    knowledge = models.JSONField(
+        default=list, blank=True, help_text="the knowledge entries given to the model: [{id, title}] then"
+    )
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -176,14 +179,21 @@ class OutboundJob(models.Model):
         )
 
     def mark_generated(
-        self, *, token: uuid.UUID, content: str, send_as: str, log: dict[str, Any] | None = None
+        self,
+        *,
+        token: uuid.UUID,
+        content: str,
+        send_as: str,
+        log: dict[str, Any] | None = None,
+        knowledge: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Save the reply (or the decision to send the template) together with READY_TO_SEND."""
+        """Save the reply (or the decision to send the template), and the entries it drew on, with READY_TO_SEND."""
         self._transition(
             self.Status.READY_TO_SEND,
             event=Event.GENERATED,
             fence=token,
             content=content,
+            knowledge=knowledge or [],
             send_as=send_as,
             log=log,
         )
@@ -380,6 +390,7 @@ class OutboundJob(models.Model):
             event=Event.STAFF_REGENERATE,
             require_unclaimed=True,
             content="",
+            knowledge=[],
             send_as=self.SendAs.TEXT,
             attempts=0,
             next_attempt_at=timezone.now(),

@@ -24,6 +24,7 @@ from outbound.exceptions import (
     ReplyPermanentError,
     ReplyTransientError,
 )
+from outbound.knowledge import knowledge_search, question_from
 from outbound.models import Contact, JobChanged, OutboundJob
 from outbound.redaction import redact
 from outbound.retry import (
@@ -33,7 +34,7 @@ from outbound.retry import (
     next_attempt_at,
     pair_rate_limit_seconds,
 )
-from outbound.selectors import conversation_for
+from outbound.selectors import conversation_for, reply_system_prompt
 from outbound.whatsapp import Recipient, SendResult
 from outbound.window import is_window_open, template_parameters
 from outbound.worker_config import WorkerConfig
@@ -126,9 +127,14 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         )
         return Outcome.GENERATED
     conversation = conversation_for(job=job, limit=config.history_messages)
+    # Read for each reply: staff edits to the prompt and the entries apply to a running --loop worker.
+    knowledge = knowledge_search(question=question_from(conversation), limit=config.knowledge_top_k)
+    system_prompt = reply_system_prompt(default=config.system_prompt)
     started = time.monotonic()
     try:
-        text = config.generator.generate(system_prompt=config.system_prompt, conversation=conversation)
+        text = config.generator.generate(
+            system_prompt=system_prompt, conversation=conversation, knowledge=knowledge
+        )
     except ReplyTransientError as exc:
         return _retry_or_fail(
             job, token, config, phase="generate", error=str(exc), retry_after=exc.retry_after
@@ -154,7 +160,12 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         token=token,
         content=text,
         send_as=OutboundJob.SendAs.TEXT,
-        log={"in_window": True, "duration_ms": int((time.monotonic() - started) * 1000)},
+        knowledge=[snippet.record() for snippet in knowledge],
+        log={
+            "in_window": True,
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "knowledge_ids": ",".join(str(snippet.id) for snippet in knowledge),
+        },
     )
     return Outcome.GENERATED
 

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from outbound.admin import last_error_line
-from outbound.models import OutboundJob, WorkerHeartbeat
+from outbound.models import OutboundJob, ReplySettings, WorkerHeartbeat
 from outbound.selectors import format_age
 from tests.factories import make_contact, make_job, make_message
 
@@ -259,7 +259,12 @@ def test_every_display_method_renders_without_raising(model_name, method):
         error_log=ERROR_LOG,
         send_response={"messages": [{"id": "wamid.X"}]},
     )
-    objects = {"outboundjob": job, "contact": job.contact, "inboundmessage": job.inbound_message}
+    objects = {
+        "outboundjob": job,
+        "contact": job.contact,
+        "inboundmessage": job.inbound_message,
+        "replysettings": ReplySettings.objects.create(system_prompt="Be brief."),
+    }
     model_admin = next(a for m, a in django_admin.site._registry.items() if m._meta.model_name == model_name)
     # Called directly, an exception fails the test instead of turning into the admin's empty value.
     value = getattr(model_admin, method)(objects[model_name])
