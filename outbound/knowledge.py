@@ -90,11 +90,15 @@ def search_column_statements(language: str) -> list[str]:
     ]
 
 
-def _postgres_search(question: str, limit: int, language: str) -> list[KnowledgeSnippet]:
+def postgres_search_sql(language: str) -> str:
+    """The search statement; its parameters are the question and the limit."""
     # The configuration is a literal, not a parameter: the question must be parsed exactly as the column was.
-    sql = _POSTGRES_QUESTION.format(language=language) + _POSTGRES_SEARCH
+    return _POSTGRES_QUESTION.format(language=language) + _POSTGRES_SEARCH
+
+
+def _postgres_search(question: str, limit: int, language: str) -> list[KnowledgeSnippet]:
     with connection.cursor() as cursor:
-        cursor.execute(sql, [question, limit])
+        cursor.execute(postgres_search_sql(language), [question, limit])
         rows = cursor.fetchall()
     return [KnowledgeSnippet(id=pk, title=title, body=body) for pk, title, body in rows]
 

@@ -1,4 +1,4 @@
-"""The one way tests build rows: contacts, their inbound messages, and jobs in any status.
+"""The one way tests build rows: contacts, their inbound messages, jobs in any status, knowledge entries.
 
 Jobs are created directly in the status a test needs (set-up, not a transition under test). Without a
 `contact`, a job belongs to the default customer (created once, then reused).
@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.models import Contact, InboundMessage, KnowledgeEntry, OutboundJob
 
 DEFAULT_WA_ID = "16505551234"
 DEFAULT_NAME = "Sheena Nelson"
@@ -93,3 +93,12 @@ def make_sent_job(
         delivery_status=delivery_status,
         attempts=1,
     )
+
+
+def make_knowledge(
+    *,
+    title: str = "Opening hours",
+    body: str = "We open on Sunday from 10:00 to 14:00.",
+    is_active: bool = True,
+) -> KnowledgeEntry:
+    return KnowledgeEntry.objects.create(title=title, body=body, is_active=is_active)

@@ -45,7 +45,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('title', models.CharField(help_text='A short question or topic, e.g. “Opening hours”. Unique: importing a file with the same title updates this entry.', max_length=200, unique=True)),
                 ('body', models.TextField(help_text='The facts, as the bot may tell them to customers.')),
-                ('is_active', models.BooleanField(db_index=True, default=True, help_text='Inactive entries are never given to the model.', verbose_name='active')),
+                ('is_active', models.BooleanField(default=True, help_text='Inactive entries are never given to the model.', verbose_name='active')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
             ],

@@ -23,8 +23,9 @@ class KnowledgeEntry(models.Model):
         "title updates this entry.",
     )
     body = models.TextField(help_text="The facts, as the bot may tell them to customers.")
+    # No index of its own: nearly every entry is active, and retrieval goes through the search index.
     is_active = models.BooleanField(
-        "active", default=True, db_index=True, help_text="Inactive entries are never given to the model."
+        "active", default=True, help_text="Inactive entries are never given to the model."
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
