@@ -59,6 +59,7 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.knowledge
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
