@@ -11,6 +11,8 @@ from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 
+from outbound.knowledge import LANGUAGE_NAME
+
 REQUIRED_IN_PRODUCTION = (
     (
         "SECRET_KEY",
@@ -138,6 +140,19 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(Error(f"{name} must be positive.", id="outbound.E004"))
     if settings.OUTBOUND_RETRY_BASE_SECONDS < 0:
         errors.append(Error("OUTBOUND_RETRY_BASE_SECONDS must not be negative.", id="outbound.E004"))
+    if settings.OUTBOUND_KNOWLEDGE_TOP_K < 0:
+        errors.append(Error("OUTBOUND_KNOWLEDGE_TOP_K must not be negative.", id="outbound.E004"))
+    if not LANGUAGE_NAME.fullmatch(str(settings.OUTBOUND_KNOWLEDGE_LANGUAGE)):
+        # Spliced into SQL as a literal (outbound.knowledge): every reply would fail on it.
+        errors.append(
+            Error(
+                f"OUTBOUND_KNOWLEDGE_LANGUAGE={settings.OUTBOUND_KNOWLEDGE_LANGUAGE!r} is not a text search "
+                "configuration name.",
+                hint="Use the name of one of PostgreSQL's text search configurations, e.g. english, portuguese, "
+                "simple (psql: \\dF).",
+                id="outbound.E008",
+            )
+        )
     return errors
 
 

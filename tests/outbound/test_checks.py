@@ -58,3 +58,22 @@ def test_several_business_numbers_are_refused_until_the_worker_can_answer_from_e
 def test_one_business_number_passes(settings, value):
     settings.WHATSAPP_PHONE_NUMBER_ID = value
     assert check_backends() == []
+
+
+@pytest.mark.parametrize("value", ["english", "portuguese", "simple", "my_config2"])
+def test_a_knowledge_language_name_passes(settings, value):
+    settings.OUTBOUND_KNOWLEDGE_LANGUAGE = value
+    assert check_backends() == []
+
+
+@pytest.mark.parametrize("value", ["", "English", "english'); --", "pg_catalog.english"])
+def test_a_knowledge_language_that_is_not_a_name_is_refused(settings, value):
+    settings.OUTBOUND_KNOWLEDGE_LANGUAGE = value
+    assert [e.id for e in check_backends()] == ["outbound.E008"]
+
+
+def test_a_negative_knowledge_top_k_is_refused(settings):
+    settings.OUTBOUND_KNOWLEDGE_TOP_K = -1
+    assert ids_and_messages(check_backends()) == [
+        ("outbound.E004", "OUTBOUND_KNOWLEDGE_TOP_K must not be negative.")
+    ]
