@@ -33,6 +33,18 @@ def table_names() -> set[str]:
         return set(connection.introspection.table_names(cursor))
 
 
+def latest() -> list[tuple[str, str]]:
+    executor = MigrationExecutor(connection)
+    return [node for node in executor.loader.graph.leaf_nodes() if node[0] in ("outbound", "webhooks")]
+
+
+@pytest.fixture(autouse=True)
+def back_to_the_latest_schema():
+    """Every later test expects the full schema: leave the database migrated to the end, pass or fail."""
+    yield
+    migrate(latest())
+
+
 @pytest.mark.django_db(transaction=True)
 def test_moving_the_models_keeps_rows_tables_and_permissions():
     old = migrate(BEFORE)
@@ -96,3 +108,29 @@ def test_moving_the_models_keeps_rows_tables_and_permissions():
     again = migrate(AFTER)
     assert ContentType.objects.get(pk=contact_type.pk).app_label == "outbound"
     assert again.get_model("outbound", "OutboundJob").objects.get(pk=job.pk).inbound_message_id == message.pk
+
+
+def search_columns() -> set[str]:
+    with connection.cursor() as cursor:
+        return {
+            c.name for c in connection.introspection.get_table_description(cursor, "outbound_knowledgeentry")
+        }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_knowledge_migration_adds_the_search_column_on_postgres_only_and_rolls_back():
+    migrate([("outbound", "0003_move_contacts_and_messages")])
+    assert "outbound_knowledgeentry" not in table_names()
+    new = migrate([("outbound", "0004_knowledge_entries")])
+    entry = new.get_model("outbound", "KnowledgeEntry").objects.create(title="Opening hours", body="Sundays")
+    if connection.vendor == "postgresql":
+        assert "search_vector" in search_columns()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT search_vector::text FROM outbound_knowledgeentry WHERE id = %s", [entry.pk]
+            )
+            assert cursor.fetchone()[0] == "'hour':2A 'open':1A 'sunday':3B"
+    else:
+        assert "search_vector" not in search_columns()
+    migrate([("outbound", "0003_move_contacts_and_messages")])
+    assert "outbound_knowledgeentry" not in table_names()
