@@ -57,7 +57,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='outboundjob',
             name='knowledge',
-            field=models.JSONField(blank=True, default=list, help_text='the knowledge entries given to the model: [{id, title}] then'),
+            field=models.JSONField(blank=True, default=list, help_text='knowledge entries given to the model: [{id, title}] at the time'),
         ),
         migrations.CreateModel(
             name='ReplySettings',

@@ -62,7 +62,7 @@ class OutboundJob(models.Model):
     )
     content = models.TextField(blank=True, help_text="the AI reply, saved before any send")
     knowledge = models.JSONField(
-        default=list, blank=True, help_text="the knowledge entries given to the model: [{id, title}] then"
+        default=list, blank=True, help_text="knowledge entries given to the model: [{id, title}] at the time"
     )
     superseded_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -187,7 +187,7 @@ class OutboundJob(models.Model):
         log: dict[str, Any] | None = None,
         knowledge: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Save the reply (or the decision to send the template), and the entries it drew on, with READY_TO_SEND."""
+        """Save the reply (or the template decision) and the entries it drew on, with READY_TO_SEND."""
         self._transition(
             self.Status.READY_TO_SEND,
             event=Event.GENERATED,
