@@ -47,6 +47,10 @@ class WorkerConfig:
     window_margin_seconds: int = 300
     history_messages: int = 20
     secrets: tuple[str, ...] = ()
+    # Human handoff: the message sent once when a conversation is handed to a person (empty: none), and the
+    # "Talk to a person" button title offered in bot replies (empty: no button).
+    handoff_message: str = "Thanks! A person from our team will answer you here as soon as possible."
+    handoff_button: str = ""
 
 
 def worker_config_from_settings() -> WorkerConfig:
@@ -89,6 +93,8 @@ def worker_config_from_settings() -> WorkerConfig:
         retry_max_seconds=settings.OUTBOUND_RETRY_MAX_SECONDS,
         window_margin_seconds=settings.WHATSAPP_WINDOW_MARGIN_SECONDS,
         history_messages=settings.OPENAI_HISTORY_MESSAGES,
+        handoff_message=settings.OUTBOUND_HANDOFF_MESSAGE.strip(),
+        handoff_button=settings.OUTBOUND_HANDOFF_BUTTON.strip(),
         secrets=tuple(
             s
             for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)

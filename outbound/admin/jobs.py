@@ -80,7 +80,7 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
 
 # The job's page, section by section.
 JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
-    (None, ("status_badge", "contact_link", "reply", "send_as", "inbound_message_display")),
+    (None, ("status_badge", "contact_link", "written_by", "reply", "send_as", "inbound_message_display")),
     (
         "Attempts",
         (
@@ -149,7 +149,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_display_links = ["id", "status_badge"]
-    list_filter = ["status", "delivery_status", "send_as", "created_at"]
+    list_filter = ["status", "kind", "delivery_status", "send_as", "created_at"]
     search_fields = [
         "contact__wa_id",
         "contact__profile_name",
@@ -219,9 +219,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
             return f"No text: the approved template ({settings.WHATSAPP_TEMPLATE_NAME or 'not configured'}) goes instead."
         return "Not generated yet."
 
+    @admin.display(description="written by")
+    def written_by(self, job: OutboundJob) -> str:
+        if job.kind == OutboundJob.Kind.STAFF:
+            return f"{job.author or 'a deleted user'} (staff reply)"
+        return job.get_kind_display()
+
     @admin.display(description="answers")
-    def inbound_message_display(self, job: OutboundJob) -> SafeString:
+    def inbound_message_display(self, job: OutboundJob) -> SafeString | str:
         message = job.inbound_message
+        if message is None:
+            return "The conversation (a staff reply answers no single message)."
         url = reverse("admin:outbound_inboundmessage_change", args=[message.pk])
         # Formatted before format_html: it escapes every argument into a string, which takes no date format
         # spec, and the admin shows a display method's exception as a silent "-".
@@ -246,14 +254,15 @@ class OutboundJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation (both ways, in time order)")
     def conversation(self, job: OutboundJob) -> SafeString:
-        entries = contact_conversation(contact_id=job.contact_id, around=job.inbound_message.timestamp)
+        around = job.inbound_message.timestamp if job.inbound_message is not None else job.created_at
+        entries = contact_conversation(contact_id=job.contact_id, around=around)
         return render_to_string(
             "admin/outbound/conversation.html",
             {"entries": entries, "highlight_job": job.pk, "highlight_inbound": job.inbound_message_id},
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OutboundJob]:
-        return super().get_queryset(request).select_related("contact", "inbound_message")
+        return super().get_queryset(request).select_related("contact", "inbound_message", "author")
 
     def change_view(
         self,

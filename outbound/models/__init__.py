@@ -1,7 +1,9 @@
-"""The domain's tables: contacts and their messages, reply jobs and their state machine, worker heartbeats."""
+"""The domain's tables: contacts (with their bot state) and their messages both ways, reply jobs and their
+state machine, worker heartbeats."""
 
-from outbound.models.contacts import Contact, InboundMessage
+from outbound.models.contacts import BotPauseReason, Contact, EchoMessage, InboundMessage, bot_paused_q
 from outbound.models.heartbeat import WorkerHeartbeat
+from outbound.models.job_people import BotPaused
 from outbound.models.jobs import OutboundJob, OutboundJobQuerySet
 from outbound.models.states import (
     ALLOWED_TRANSITIONS,
@@ -15,7 +17,10 @@ from outbound.models.states import (
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "EVENT_SOURCES",
+    "BotPauseReason",
+    "BotPaused",
     "Contact",
+    "EchoMessage",
     "Event",
     "IllegalTransition",
     "InboundMessage",
@@ -23,5 +28,6 @@ __all__ = [
     "OutboundJob",
     "OutboundJobQuerySet",
     "WorkerHeartbeat",
+    "bot_paused_q",
     "error_log_append",
 ]

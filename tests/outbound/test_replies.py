@@ -9,9 +9,12 @@ import pytest
 from bench.fakes import FakeOpenAI, FaultPlan
 from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
 from outbound.replies import (
+    RESPONSE_FORMAT,
     WHATSAPP_TEXT_LIMIT,
+    ModelReply,
     OfflineReplyGenerator,
     OpenAIReplyGenerator,
+    ReplyAction,
     Turn,
     fit_to_whatsapp,
 )
@@ -44,7 +47,7 @@ def openai_error(message: str, kind: str, code: str | None = None) -> dict:
 
 def test_request_carries_the_system_prompt_and_the_conversation(server):
     reply = generator(server).generate(system_prompt="Be brief.", conversation=CONVERSATION)
-    assert reply == server.reply
+    assert reply == ModelReply(text=server.reply, action=ReplyAction.REPLY, knowledge_used=())
     assert len(server.requests) == 1
     request = server.requests[0]
     assert request["path"] == "/v1/chat/completions"
@@ -57,6 +60,9 @@ def test_request_carries_the_system_prompt_and_the_conversation(server):
         {"role": "assistant", "content": "Yes."},
         {"role": "user", "content": "And green?"},
     ]
+    # Structured outputs: the model can only answer in the reply contract's shape.
+    assert request["body"]["response_format"] == RESPONSE_FORMAT
+    assert RESPONSE_FORMAT["json_schema"]["strict"] is True
 
 
 @pytest.mark.parametrize(
@@ -144,7 +150,7 @@ def test_an_empty_reply_is_transient(server, content):
 def test_a_long_reply_is_fitted(server):
     server.reply = "word " * 2000
     reply = generator(server).generate(system_prompt="s", conversation=CONVERSATION)
-    assert 0 < len(reply) <= WHATSAPP_TEXT_LIMIT
+    assert 0 < len(reply.text) <= WHATSAPP_TEXT_LIMIT
 
 
 def test_the_key_never_reaches_the_error_or_the_logs(server, caplog):
@@ -181,5 +187,7 @@ def test_fit_to_whatsapp():
 
 def test_offline_generator_is_labelled_and_fitted():
     reply = OfflineReplyGenerator().generate(system_prompt="s", conversation=[Turn("user", "y" * 9000)])
-    assert reply.startswith("[offline demo reply")
-    assert len(reply) <= WHATSAPP_TEXT_LIMIT
+    assert reply.action is ReplyAction.REPLY
+    assert reply.text.startswith("[offline demo reply")
+    assert len(reply.text) <= WHATSAPP_TEXT_LIMIT
+    assert reply.knowledge_used == ()
