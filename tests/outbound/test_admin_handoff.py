@@ -291,3 +291,14 @@ def test_the_index_lists_conversations_waiting_for_a_person_oldest_first(client,
 def test_the_index_says_when_nobody_waits(client, alice):
     html = client.get(reverse("admin:index")).content.decode()
     assert "Nobody is waiting for a person." in html
+
+
+def test_regenerate_skips_a_staff_reply(client, alice):
+    contact = make_contact()
+    job = contact_staff_reply(contact=contact, author=alice, text="my words")
+    response = client.post(
+        reverse("admin:outbound_outboundjob_changelist"),
+        {"action": "regenerate", "_selected_action": [job.pk]},
+    )
+    assert any(f"job {job.pk} is a staff reply, not the model's" in m for m in messages_of(response))
+    assert OutboundJob.objects.get(pk=job.pk).content == "my words"
