@@ -301,21 +301,43 @@ def openai_error(
 
 
 class FakeOpenAI(FakeServer):
-    """`POST /v1/chat/completions` answering like an OpenAI-compatible server."""
+    """`POST /v1/chat/completions` answering like an OpenAI-compatible server.
+
+    Asked for structured outputs (`response_format` of type `json_schema`), it answers in that shape, as the
+    real API does: `{"reply": reply, "action": action, "knowledge_used": knowledge_used}` as the message's
+    content. `refusal` answers with a refusal instead, `finish_reason` marks a cut-off answer, and `content`
+    (when set) is sent as the content verbatim, to break the contract on purpose.
+    """
 
     reply = "Thanks for writing! Yes, it also comes in blue and green."
+    action = "reply"
+    knowledge_used: list[int] = []
+    refusal: str | None = None
+    finish_reason = "stop"
+    content: str | None = None
 
     def success(self, body: dict[str, Any]) -> Any:
+        message: dict[str, Any] = {"role": "assistant", "content": self._content(body), "refusal": None}
+        if self.refusal is not None:
+            message = {"role": "assistant", "content": None, "refusal": self.refusal}
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake"),
-            "choices": [
-                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.reply}}
-            ],
+            "choices": [{"index": 0, "finish_reason": self.finish_reason, "message": message}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
         }
+
+    def _content(self, body: dict[str, Any]) -> str:
+        if self.content is not None:
+            return self.content
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            return json.dumps(
+                {"reply": self.reply, "action": self.action, "knowledge_used": list(self.knowledge_used)}
+            )
+        return self.reply
 
     def default_error(self) -> dict[str, Any]:
         return {"error": {"message": "The server had an error", "type": "server_error", "code": None}}

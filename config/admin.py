@@ -1,4 +1,5 @@
-"""The admin site: Django's own, with an index page that shows how the replies are doing."""
+"""The admin site: Django's own, with an index page that shows how the replies are doing and which
+conversations wait for a person."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from outbound.selectors import outbound_jobs_overview
+from outbound.selectors import contacts_waiting_for_person, outbound_jobs_overview
 
 
 class WhatsAppAdminSite(admin.AdminSite):
@@ -23,4 +24,6 @@ class WhatsAppAdminSite(admin.AdminSite):
             "outbound.change_outboundjob"
         ):
             context["jobs_overview"] = outbound_jobs_overview()
+        if request.user.has_perm("outbound.view_contact") or request.user.has_perm("outbound.change_contact"):
+            context["waiting_for_person"] = contacts_waiting_for_person()
         return super().index(request, context)

@@ -180,6 +180,15 @@ OUTBOUND_SENDER: str = env.str(
 OUTBOUND_REPLY_GENERATOR: str = env.str(
     "OUTBOUND_REPLY_GENERATOR", default="offline" if DEBUG and not OPENAI_API_KEY else "openai"
 )
+# Human handoff: a paused conversation goes back to the bot this many hours after the last staff reply
+# (0: never by itself); the message the customer gets, once, when the conversation is handed to a person; and
+# the title of the optional "Talk to a person" reply button offered in bot replies (empty: no button).
+OUTBOUND_HANDOFF_HOURS: int = env.int("OUTBOUND_HANDOFF_HOURS", default=24)
+OUTBOUND_HANDOFF_MESSAGE: str = env.str(
+    "OUTBOUND_HANDOFF_MESSAGE",
+    default="Thanks! A person from our team will answer you here as soon as possible.",
+)
+OUTBOUND_HANDOFF_BUTTON: str = env.str("OUTBOUND_HANDOFF_BUTTON", default="")
 # /healthz reports 503 when no worker run has finished for this long.
 OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
 # How many knowledge entries (the most relevant to the customer's recent messages) the model sees per reply.

@@ -12,6 +12,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 
 from outbound.knowledge import LANGUAGE_NAME
+from outbound.replies import WHATSAPP_TEXT_LIMIT
+from outbound.vocabulary import BUTTON_TITLE_LIMIT
 
 REQUIRED_IN_PRODUCTION = (
     (
@@ -151,6 +153,34 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 hint="Use the name of one of PostgreSQL's text search configurations, e.g. english, portuguese, "
                 "simple (psql: \\dF).",
                 id="outbound.E008",
+            )
+        )
+    return errors + _handoff_errors()
+
+
+def _handoff_errors() -> list[Error]:
+    errors = []
+    if settings.OUTBOUND_HANDOFF_HOURS < 0:
+        errors.append(
+            Error(
+                "OUTBOUND_HANDOFF_HOURS must not be negative.",
+                hint="Hours before a paused conversation goes back to the bot; 0 means never.",
+                id="outbound.E009",
+            )
+        )
+    if len(settings.OUTBOUND_HANDOFF_MESSAGE.strip()) > WHATSAPP_TEXT_LIMIT:
+        errors.append(
+            Error(
+                f"OUTBOUND_HANDOFF_MESSAGE is longer than {WHATSAPP_TEXT_LIMIT} characters.",
+                id="outbound.E009",
+            )
+        )
+    if len(settings.OUTBOUND_HANDOFF_BUTTON.strip()) > BUTTON_TITLE_LIMIT:
+        errors.append(
+            Error(
+                f"OUTBOUND_HANDOFF_BUTTON is longer than {BUTTON_TITLE_LIMIT} characters.",
+                hint="Meta refuses reply buttons with longer titles, and every bot reply would fail.",
+                id="outbound.E009",
             )
         )
     return errors

@@ -7,6 +7,8 @@ OutboundError
 │   └── GraphResponseLost      the request went out but no answer came (the message may have been sent)
 ├── ReplyError                 the model did not give a usable reply
 │   ├── ReplyTransientError    rate limit, timeout, connection, 5xx, empty reply: try again later
+│   │   └── ReplyUnusableError a refusal, an incomplete answer, or JSON outside the reply contract: never
+│   │                          sent; tried again, and once the attempts run out a person takes over
 │   └── ReplyPermanentError    a request the model refuses (bad request): retrying will not help
 │       └── ReplyConfigurationError  our key or model is wrong (401/403/404): not the job's fault; the
 │                                  error names OPENAI_API_KEY or OPENAI_MODEL
@@ -104,6 +106,10 @@ class ReplyError(OutboundError):
 
 class ReplyTransientError(ReplyError):
     """Worth another attempt later (honouring `retry_after` when the provider gave one)."""
+
+
+class ReplyUnusableError(ReplyTransientError):
+    """The model answered, but with nothing we may send: a refusal, a cut-off answer, or a broken contract."""
 
 
 class ReplyPermanentError(ReplyError):

@@ -24,9 +24,10 @@ class KnowledgeSnippet:
     title: str
     body: str
 
-    def record(self) -> dict[str, Any]:
-        """What the job keeps of it: the id and the title at the time (entries can change or go later)."""
-        return {"id": self.id, "title": self.title}
+    def record(self, *, cited: bool = False) -> dict[str, Any]:
+        """What the job keeps of it: the id and the title at the time (entries can change or go later), and
+        whether the model said its reply relies on it (`knowledge_used` of the reply contract)."""
+        return {"id": self.id, "title": self.title, "cited": cited}
 
 
 def knowledge_message(snippets: Sequence[KnowledgeSnippet]) -> str:

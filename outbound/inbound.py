@@ -23,6 +23,20 @@ class ParsedMessage:
 
 
 @dataclass(frozen=True)
+class ParsedEcho:
+    """A message the business sent from the WhatsApp Business app (`smb_message_echoes`), to `wa_id`."""
+
+    wamid: str
+    wa_id: str | None
+    user_id: str | None
+    type: str
+    text: str
+    timestamp: datetime
+    raw: dict[str, Any]
+    phone_number_id: str
+
+
+@dataclass(frozen=True)
 class StatusError:
     code: int | None
     title: str
@@ -44,5 +58,6 @@ class ParsedStatus:
 class ParsedWebhook:
     messages: list[ParsedMessage] = field(default_factory=list)
     statuses: list[ParsedStatus] = field(default_factory=list)
+    echoes: list[ParsedEcho] = field(default_factory=list)
     # Human-readable reasons for everything well-signed that we did not turn into a message or status.
     skipped: list[str] = field(default_factory=list)

@@ -1,15 +1,29 @@
-"""Reply generators: the OpenAI SDK for real, and a clearly labelled offline one for a first run."""
+"""Reply generators: the OpenAI SDK for real, and a clearly labelled offline one for a first run.
+
+Both answer through one typed contract (`ModelReply`, the JSON schema `REPLY_SCHEMA` that OpenAI's structured
+outputs enforce): the reply text, an action (`reply`, `handoff` to a person, or `no_reply`), and the knowledge
+entries the reply used. Anything else the model sends back (a refusal, a cut-off answer, JSON outside the
+contract) is a `ReplyUnusableError`, never a reply.
+"""
 
 from __future__ import annotations
 
+import enum
+import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import openai
 
-from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
+from outbound.exceptions import (
+    ReplyConfigurationError,
+    ReplyPermanentError,
+    ReplyTransientError,
+    ReplyUnusableError,
+)
 from outbound.grounding import KnowledgeSnippet, knowledge_message
 from outbound.redaction import redact
 
@@ -35,10 +49,77 @@ class Turn:
     text: str
 
 
+class ReplyAction(enum.StrEnum):
+    """What the model decided to do with the customer's message."""
+
+    REPLY = "reply"
+    """Send `reply` to the customer."""
+    HANDOFF = "handoff"
+    """Hand the conversation to a person: OUTBOUND_HANDOFF_MESSAGE goes instead, and the bot pauses."""
+    NO_REPLY = "no_reply"
+    """Nothing needs saying (a thank-you, an emoji)."""
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The model's answer, checked against the contract."""
+
+    text: str
+    action: ReplyAction
+    # Ids of the knowledge entries the reply drew on (empty until the knowledge base feeds the model).
+    knowledge_used: tuple[int, ...] = ()
+
+
+REPLY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reply": {
+            "type": "string",
+            "description": "The message to send the customer (empty unless action is reply).",
+        },
+        "action": {"type": "string", "enum": [a.value for a in ReplyAction]},
+        "knowledge_used": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "Ids of the knowledge entries the reply is based on; empty when none.",
+        },
+    },
+    "required": ["reply", "action", "knowledge_used"],
+    "additionalProperties": False,
+}
+# Chat Completions' structured outputs (meta-whatsapp-api.md §12.6): the model can only answer in this shape.
+RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "whatsapp_reply", "strict": True, "schema": REPLY_SCHEMA},
+}
+
+
+def parse_model_answer(content: str) -> ModelReply:
+    """Check the model's JSON against the contract; raise ReplyUnusableError when it breaks it."""
+    try:
+        data = json.loads(content)
+    except ValueError as exc:
+        raise ReplyUnusableError(f"the model's answer is not JSON ({len(content)} characters)") from exc
+    if not isinstance(data, dict) or set(data) != set(REPLY_SCHEMA["required"]):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ReplyUnusableError(f"the model's answer does not follow the reply contract: {keys}")
+    text, action, used = data["reply"], data["action"], data["knowledge_used"]
+    if action not in ReplyAction.__members__.values():
+        raise ReplyUnusableError(f"the model's answer has an unknown action {str(action)[:40]!r}")
+    if not isinstance(text, str) or not isinstance(used, list):
+        raise ReplyUnusableError("the model's answer has fields of the wrong type")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in used):
+        raise ReplyUnusableError("the model's knowledge_used holds something other than entry ids")
+    text = text.strip()
+    if action == ReplyAction.REPLY and not text:
+        raise ReplyUnusableError("the model returned an empty reply")
+    return ModelReply(text=fit_to_whatsapp(text), action=ReplyAction(action), knowledge_used=tuple(used))
+
+
 class ReplyGenerator(Protocol):
     def generate(
         self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
-    ) -> str: ...
+    ) -> ModelReply: ...
 
 
 class OpenAIReplyGenerator:
@@ -57,8 +138,8 @@ class OpenAIReplyGenerator:
 
     def generate(
         self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
-    ) -> str:
-        """Return the model's reply to the conversation's last user turn, fitted to WhatsApp's limit.
+    ) -> ModelReply:
+        """Return the model's answer to the conversation's last user turn, its text fitted to WhatsApp's limit.
 
         The knowledge entries go in a system message of their own, after the instructions (which stay first
         and identical, for prompt caching) and before the conversation: data, never mixed with either.
@@ -68,9 +149,10 @@ class OpenAIReplyGenerator:
             messages.append({"role": "system", "content": knowledge_message(knowledge)})
         messages += [{"role": turn.role, "content": turn.text} for turn in conversation]
         try:
-            completion = self._client.chat.completions.create(
+            completion = self._client.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
+                response_format=RESPONSE_FORMAT,
             )
         except openai.RateLimitError as exc:
             raise ReplyTransientError(self._describe(exc), retry_after=_retry_after(exc)) from exc
@@ -87,10 +169,20 @@ class OpenAIReplyGenerator:
         except openai.OpenAIError as exc:
             raise ReplyTransientError(f"OpenAI {type(exc).__name__}: {self._scrub(str(exc))[:200]}") from exc
         choice = completion.choices[0] if completion.choices else None
-        text = (choice.message.content or "").strip() if choice is not None else ""
-        if not text:
-            raise ReplyTransientError("the model returned an empty reply")
-        return fit_to_whatsapp(text)
+        if choice is None:
+            raise ReplyUnusableError("the model returned an empty reply (no choices)")
+        refusal = getattr(choice.message, "refusal", None)
+        if refusal:
+            # The refusal's words are the model's, not the customer's; a short excerpt helps staff see why.
+            raise ReplyUnusableError(f"the model refused: {self._scrub(str(refusal))[:200]}")
+        if choice.finish_reason in ("length", "content_filter"):
+            raise ReplyUnusableError(
+                f"the model's answer is incomplete (finish_reason={choice.finish_reason})"
+            )
+        content = (choice.message.content or "").strip()
+        if not content:
+            raise ReplyUnusableError("the model returned an empty reply")
+        return parse_model_answer(content)
 
     def _describe(self, exc: openai.APIStatusError) -> str:
         return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"
@@ -102,17 +194,33 @@ class OpenAIReplyGenerator:
 
 
 class OfflineReplyGenerator:
-    """A canned, clearly labelled reply so that a first run shows the whole flow without an OpenAI key."""
+    """A canned, clearly labelled reply so that a first run shows the whole flow without an OpenAI key.
+
+    It follows the model's contract (its answer is JSON checked by `parse_model_answer`), and hands off when
+    the customer asks for a person in so many words, so that the handoff can be tried offline too.
+    """
 
     def generate(
         self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
-    ) -> str:
+    ) -> ModelReply:
         last = next((turn.text for turn in reversed(conversation) if turn.role == "user"), "")
-        text = f"{OFFLINE_LABEL} Thanks for your message: \u201c{last[:200]}\u201d"
-        if knowledge:
-            # Shows a first run that retrieval works: which entries the model would have been given.
-            text += " Knowledge the model would get: " + "; ".join(s.title for s in knowledge) + "."
-        return fit_to_whatsapp(text)
+        answer: dict[str, object]
+        if _ASKS_FOR_A_PERSON.search(last):
+            answer = {"reply": "", "action": ReplyAction.HANDOFF.value, "knowledge_used": []}
+        else:
+            text = f"{OFFLINE_LABEL} Thanks for your message: \u201c{last[:200]}\u201d"
+            if knowledge:
+                # Shows a first run that retrieval works: which entries the model would have been given.
+                text += " Knowledge the model would get: " + "; ".join(k.title for k in knowledge) + "."
+            answer = {
+                "reply": text,
+                "action": ReplyAction.REPLY.value,
+                "knowledge_used": [k.id for k in knowledge],
+            }
+        return parse_model_answer(json.dumps(answer))
+
+
+_ASKS_FOR_A_PERSON = re.compile(r"\b(a (real )?(person|human)|an agent|someone real)\b", re.IGNORECASE)
 
 
 def fit_to_whatsapp(text: str, limit: int = WHATSAPP_TEXT_LIMIT) -> str:

@@ -10,11 +10,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from django.db.models import Count
-from django.db.models.functions import Coalesce
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
-from outbound.models import InboundMessage, OutboundJob, ReplySettings, WorkerHeartbeat
+from outbound.models import (
+    Contact,
+    EchoMessage,
+    InboundMessage,
+    OutboundJob,
+    ReplySettings,
+    WorkerHeartbeat,
+    bot_paused_q,
+)
 from outbound.replies import Turn
 from outbound.vocabulary import NO_REPLY_TYPES
 
@@ -54,7 +62,10 @@ def outbound_jobs_overview(*, now: datetime | None = None) -> JobsOverview:
     for row in OutboundJob.objects.order_by().values("status").annotate(n=Count("pk")):
         counts[row["status"]] = row["n"]
     oldest = (
-        OutboundJob.objects.due(now).order_by("next_attempt_at").values_list("next_attempt_at", flat=True)
+        OutboundJob.objects.due(now)
+        .not_held(now)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
     )
     oldest_due_at = oldest.first()
     heartbeat = WorkerHeartbeat.objects.order_by("-last_finished_at").first()
@@ -82,14 +93,17 @@ def format_age(age: timedelta) -> str:
 
 @dataclass(frozen=True)
 class ConversationEntry:
-    """One message of a conversation as staff read it: the customer's (in) or our reply (out)."""
+    """One message of a conversation as staff read it: the customer's (in), or ours (out): the bot's, a staff
+    member's, the handoff message, or one the owner sent from the WhatsApp Business app (an echo)."""
 
     at: datetime
     direction: Literal["in", "out"]
     text: str
     detail: str
+    who: str = ""
     inbound: InboundMessage | None = None
     job: OutboundJob | None = None
+    echo: EchoMessage | None = None
 
 
 def contact_conversation(
@@ -103,12 +117,15 @@ def contact_conversation(
     inbound = InboundMessage.objects.filter(contact_id=contact_id)
     jobs = (
         OutboundJob.objects.filter(contact_id=contact_id)
+        .select_related("author")
         # Our reply's place in the conversation is when it went out; before that, when the job was made.
         .annotate(at=Coalesce("sent_at", "created_at"))
     )
+    echo_rows = EchoMessage.objects.filter(contact_id=contact_id)
     if around is None:
         messages = list(inbound.order_by("-timestamp", "-pk")[:per_side])
         replies = list(jobs.order_by("-at", "-pk")[:per_side])
+        echoes = list(echo_rows.order_by("-timestamp", "-pk")[:per_side])
     else:
         messages = [
             *inbound.filter(timestamp__lte=around).order_by("-timestamp", "-pk")[:per_side],
@@ -118,9 +135,18 @@ def contact_conversation(
             *jobs.filter(at__lte=around).order_by("-at", "-pk")[:per_side],
             *jobs.filter(at__gt=around).order_by("at", "pk")[:per_side],
         ]
+        echoes = [
+            *echo_rows.filter(timestamp__lte=around).order_by("-timestamp", "-pk")[:per_side],
+            *echo_rows.filter(timestamp__gt=around).order_by("timestamp", "pk")[:per_side],
+        ]
     entries = [
         ConversationEntry(
-            at=m.timestamp, direction="in", text=m.text or f"[{m.type}]", detail=m.type, inbound=m
+            at=m.timestamp,
+            direction="in",
+            text=m.text or f"[{m.type}]",
+            detail=m.type,
+            who="customer",
+            inbound=m,
         )
         for m in messages
     ]
@@ -130,9 +156,21 @@ def contact_conversation(
             direction="out",
             text=_reply_text(job),
             detail=_reply_detail(job),
+            who=_reply_author(job),
             job=job,
         )
         for job in replies
+    ]
+    entries += [
+        ConversationEntry(
+            at=e.timestamp,
+            direction="out",
+            text=e.text,
+            detail="sent from the WhatsApp Business app",
+            who="business app",
+            echo=e,
+        )
+        for e in echoes
     ]
     # Inbound first on a tie: a reply never precedes the message it answers.
     entries.sort(key=lambda e: (e.at, e.direction != "in"))
@@ -147,6 +185,14 @@ def _reply_text(job: OutboundJob) -> str:
     return "[no reply generated yet]"
 
 
+def _reply_author(job: OutboundJob) -> str:
+    if job.kind == OutboundJob.Kind.STAFF:
+        return f"staff: {job.author or 'a deleted user'}"
+    if job.kind == OutboundJob.Kind.HANDOFF:
+        return "handoff message"
+    return "bot"
+
+
 def _reply_detail(job: OutboundJob) -> str:
     detail = job.get_status_display()
     if job.delivery_status:
@@ -157,6 +203,8 @@ def _reply_detail(job: OutboundJob) -> str:
 def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
     """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first."""
     answered = job.inbound_message
+    if answered is None:
+        raise ValueError(f"job {job.pk} answers no inbound message: only bot replies are generated")
     inbound = (
         InboundMessage.objects.filter(contact_id=job.contact_id, timestamp__lte=answered.timestamp)
         .exclude(text="")
@@ -196,3 +244,45 @@ def reply_system_prompt(*, default: str) -> str:
         .first()
     )
     return saved.strip() if saved and saved.strip() else default
+
+
+@dataclass(frozen=True)
+class WaitingConversation:
+    """A conversation handed to a person, with a customer message nobody has answered yet."""
+
+    contact: Contact
+    since: datetime
+    waited: timedelta
+    last_message: str
+
+    @property
+    def waited_display(self) -> str:
+        return format_age(self.waited)
+
+
+def contacts_waiting_for_person(*, now: datetime | None = None, limit: int = 20) -> list[WaitingConversation]:
+    """Paused conversations whose customer waits for a person, oldest wait first.
+
+    A customer waits since they asked for a person (`handoff_requested_at`, cleared by a staff reply), or
+    since their oldest message held during the pause (a held bot reply: nobody answered it).
+    """
+    now = now or timezone.now()
+    held = OutboundJob.objects.held(now).filter(contact=OuterRef("pk"))
+    oldest_held = held.order_by("inbound_message__timestamp").values("inbound_message__timestamp")[:1]
+    last_text = (
+        InboundMessage.objects.filter(contact=OuterRef("pk")).order_by("-timestamp", "-pk").values("text")[:1]
+    )
+    contacts = (
+        Contact.objects.filter(bot_paused_q(now=now))
+        .annotate(held_since=Subquery(oldest_held), last_text=Subquery(last_text))
+        .filter(Q(handoff_requested_at__isnull=False) | Q(held_since__isnull=False))
+        # SQLite's LEAST is NULL when either side is; PostgreSQL's skips NULLs: the Coalesce makes both agree.
+        .annotate(
+            since=Coalesce(Least("handoff_requested_at", "held_since"), "handoff_requested_at", "held_since")
+        )
+        .order_by("since", "pk")[:limit]
+    )
+    return [
+        WaitingConversation(contact=c, since=c.since, waited=now - c.since, last_message=c.last_text or "")
+        for c in contacts
+    ]

@@ -19,7 +19,7 @@ from outbound.models import OutboundJob, WorkerHeartbeat
 def healthz(request: HttpRequest) -> JsonResponse:
     try:
         heartbeat = WorkerHeartbeat.objects.order_by("-last_finished_at").first()
-        due = OutboundJob.objects.due().count()
+        due = OutboundJob.objects.due().not_held().count()
     except DatabaseError as exc:
         return JsonResponse(
             {"status": "error", "reason": f"database unavailable: {type(exc).__name__}"}, status=503

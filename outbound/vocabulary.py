@@ -90,3 +90,21 @@ ERROR_CODE_RANGE = range(-(2**31), 2**31)
 
 # Meta's error code for "the 24-hour customer service window is closed": the template goes instead.
 WINDOW_CLOSED_CODE = 131047
+
+# The reply button offered in bot replies (OUTBOUND_HANDOFF_BUTTON): a tap arrives as an interactive
+# `button_reply` with this id and hands the conversation to a person without asking the model.
+HANDOFF_BUTTON_ID = "handoff"
+# Meta's limits for interactive reply buttons: the body text and the button title.
+BUTTON_BODY_LIMIT = 1024
+BUTTON_TITLE_LIMIT = 20
+
+
+def is_handoff_tap(raw: object) -> bool:
+    """Whether an inbound message (as Meta sent it) is a tap on the "Talk to a person" button."""
+    if not isinstance(raw, dict) or raw.get("type") != MessageType.INTERACTIVE:
+        return False
+    interactive = raw.get("interactive")
+    if not isinstance(interactive, dict) or interactive.get("type") != "button_reply":
+        return False
+    reply = interactive.get("button_reply")
+    return isinstance(reply, dict) and reply.get("id") == HANDOFF_BUTTON_ID

@@ -54,6 +54,16 @@ class Sender(Protocol):
         self, *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
     ) -> SendResult: ...
 
+    def send_buttons(
+        self,
+        *,
+        to: Recipient,
+        body: str,
+        buttons: list[tuple[str, str]],
+        reply_to: str | None,
+        callback_data: str,
+    ) -> SendResult: ...
+
 
 def text_message(*, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> dict[str, Any]:
     """The JSON body of a text message, quoted as a reply to `reply_to` when given."""
@@ -63,6 +73,29 @@ def text_message(*, to: Recipient, body: str, reply_to: str | None, callback_dat
         **to.as_fields(),
         "type": "text",
         "text": {"preview_url": False, "body": body},
+        "biz_opaque_callback_data": callback_data,
+    }
+    if reply_to:
+        message["context"] = {"message_id": reply_to}
+    return message
+
+
+def buttons_message(
+    *, to: Recipient, body: str, buttons: list[tuple[str, str]], reply_to: str | None, callback_data: str
+) -> dict[str, Any]:
+    """The JSON body of an interactive message with reply buttons, given as (id, title) pairs (at most 3)."""
+    message: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        **to.as_fields(),
+        "type": "interactive",
+        "interactive": {
+            "type": "button",
+            "body": {"text": body},
+            "action": {
+                "buttons": [{"type": "reply", "reply": {"id": id_, "title": title}} for id_, title in buttons]
+            },
+        },
         "biz_opaque_callback_data": callback_data,
     }
     if reply_to:
@@ -129,6 +162,23 @@ class WhatsAppClient:
                 body_parameters=body_parameters,
                 callback_data=callback_data,
             )
+        )
+
+    def send_buttons(
+        self,
+        *,
+        to: Recipient,
+        body: str,
+        buttons: list[tuple[str, str]],
+        reply_to: str | None,
+        callback_data: str,
+    ) -> SendResult:
+        """Send a text with reply buttons (inside the 24-hour window only; body ≤ 1024, titles ≤ 20 characters).
+
+        https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/interactive-reply-buttons-messages
+        """
+        return self._send(
+            buttons_message(to=to, body=body, buttons=buttons, reply_to=reply_to, callback_data=callback_data)
         )
 
     def _send(self, message: dict[str, Any]) -> SendResult:

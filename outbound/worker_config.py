@@ -48,6 +48,10 @@ class WorkerConfig:
     history_messages: int = 20
     knowledge_top_k: int = 5
     secrets: tuple[str, ...] = ()
+    # Human handoff: the message sent once when a conversation is handed to a person (empty: none), and the
+    # "Talk to a person" button title offered in bot replies (empty: no button).
+    handoff_message: str = "Thanks! A person from our team will answer you here as soon as possible."
+    handoff_button: str = ""
 
 
 def worker_config_from_settings() -> WorkerConfig:
@@ -91,6 +95,8 @@ def worker_config_from_settings() -> WorkerConfig:
         window_margin_seconds=settings.WHATSAPP_WINDOW_MARGIN_SECONDS,
         history_messages=settings.OPENAI_HISTORY_MESSAGES,
         knowledge_top_k=settings.OUTBOUND_KNOWLEDGE_TOP_K,
+        handoff_message=settings.OUTBOUND_HANDOFF_MESSAGE.strip(),
+        handoff_button=settings.OUTBOUND_HANDOFF_BUTTON.strip(),
         secrets=tuple(
             s
             for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)

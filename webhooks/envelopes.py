@@ -52,3 +52,30 @@ def text_message_webhook(
         contacts=[{"profile": {"name": name}, "wa_id": wa_id}],
         phone_number_id=phone_number_id,
     )
+
+
+def echoes_webhook(
+    *, echoes: list[dict[str, Any]], phone_number_id: str = EXAMPLE_PHONE_NUMBER_ID
+) -> dict[str, Any]:
+    """Wrap messages the owner sent from the WhatsApp Business app in Meta's `smb_message_echoes` envelope."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": phone_number_id},
+        "message_echoes": echoes,
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "smb_message_echoes", "value": value}]}],
+    }
+
+
+def text_echo(*, to: str, wamid: str, text: str, timestamp: int) -> dict[str, Any]:
+    """One echo of a text the owner sent from the WhatsApp Business app (§12.3)."""
+    return {
+        "from": "15550783881",
+        "to": to,
+        "id": wamid,
+        "timestamp": str(timestamp),
+        "type": "text",
+        "text": {"body": text},
+    }

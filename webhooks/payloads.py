@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from outbound.inbound import ParsedMessage, ParsedStatus, ParsedWebhook, StatusError
+from outbound.inbound import ParsedEcho, ParsedMessage, ParsedStatus, ParsedWebhook, StatusError
 from outbound.vocabulary import (
     DELIVERY_STATUS_ALIASES,
     ERROR_CODE_RANGE,
@@ -105,11 +105,16 @@ def parse_webhook(payload: Any, *, phone_number_ids: Collection[str]) -> ParsedW
     for entry in _dicts(payload.get("entry"), "entry", result):
         for change in _dicts(entry.get("changes"), "changes", result):
             value = change.get("value")
-            if change.get("field") != "messages" or not isinstance(value, dict):
-                result.skipped.append(f"field={change.get('field')!r}")
+            kind = change.get("field")
+            if kind not in ("messages", ECHOES_FIELD) or not isinstance(value, dict):
+                result.skipped.append(f"field={kind!r}")
                 continue
             _parse_value(value, result, phone_number_ids)
     return result
+
+
+# The owner answering from the WhatsApp Business app on the same number (coexistence, §12.3).
+ECHOES_FIELD = "smb_message_echoes"
 
 
 def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids: Collection[str]) -> None:
@@ -132,6 +137,8 @@ def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids:
         )
     for raw in _dicts(value.get("statuses"), "statuses", result):
         _collect(result.statuses, result.skipped, "status", raw, lambda s: _parse_status(s, number))
+    for raw in _dicts(value.get("message_echoes"), "message_echoes", result):
+        _collect(result.echoes, result.skipped, "echo", raw, lambda e: _parse_echo(e, number))
 
 
 def _collect(
@@ -229,6 +236,31 @@ def _parse_status(raw: dict[str, Any], phone_number_id: str) -> ParsedStatus:
         callback_data=str(raw.get("biz_opaque_callback_data") or ""),
         phone_number_id=phone_number_id,
         errors=errors,
+    )
+
+
+def _parse_echo(raw: dict[str, Any], phone_number_id: str) -> ParsedEcho:
+    """`{"from": <business number>, "to": <customer>, "id", "timestamp", "type", ...}`: we sent it, by hand."""
+    wamid = _required_str(raw, "id")
+    to = raw.get("to")
+    wa_id = _optional_str(to, WA_ID_MAX_LENGTH)
+    if isinstance(to, str) and len(to) > WA_ID_MAX_LENGTH:
+        raise ValueError(f"'to' is not a WhatsApp number of at most {WA_ID_MAX_LENGTH} characters")
+    user_id = _optional_str(raw.get("to_user_id"), USER_ID_MAX_LENGTH)
+    if not wa_id and not user_id:
+        raise ValueError("no recipient: neither 'to' nor 'to_user_id'")
+    raw_type = raw.get("type")
+    message_type = raw_type[:32] if isinstance(raw_type, str) and raw_type else MessageType.UNKNOWN
+    text = _field(raw, "text", "body") if message_type == MessageType.TEXT else ""
+    return ParsedEcho(
+        wamid=wamid,
+        wa_id=wa_id,
+        user_id=user_id,
+        type=message_type,
+        text=text or f"[{message_type} sent from the WhatsApp Business app]",
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        raw=raw,
+        phone_number_id=phone_number_id,
     )
 
 

@@ -1,25 +1,29 @@
-"""Contacts and their inbound messages, for staff to read (everything here is written by the ingest)."""
+"""Contacts and their inbound messages, for staff to read (the ingest writes them); the bot's state and the
+handoff controls come from `outbound.admin.handoff`."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
-from django.template.loader import render_to_string
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
+from outbound.admin.handoff import ContactHandoffMixin
 from outbound.admin.permissions import ReadOnlyPermissions
 from outbound.models import Contact, InboundMessage, OutboundJob
-from outbound.selectors import contact_conversation
 
 INLINE_JOBS = 50
 JOB_INLINE_FIELDS = (
     "status",
+    "kind",
     "reply_start",
     "attempts",
     "last_attempt_at",
@@ -27,13 +31,15 @@ JOB_INLINE_FIELDS = (
     "send_as",
     "created_at",
 )
+# The conversation, the bot's state and the reply form are drawn above these by the page's template
+# (templates/admin/outbound/contact/change_form.html).
 CONTACT_FIELDS = (
     "wa_id",
     "user_id",
     "profile_name",
     "last_inbound_at",
+    "bot_state",
     "all_jobs",
-    "conversation",
     "created_at",
 )
 MESSAGE_FIELDS = (
@@ -77,19 +83,62 @@ class OutboundJobInline(ReadOnlyPermissions, admin.TabularInline):
         return Truncator(job.content).chars(80)
 
 
+class BotStateFilter(admin.SimpleListFilter):
+    title = "bot"
+    parameter_name = "bot"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("paused", "paused"), ("active", "active")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Contact]) -> QuerySet[Contact]:
+        if self.value() == "paused":
+            return queryset.filter(bot_paused_at__isnull=False)
+        if self.value() == "active":
+            return queryset.filter(bot_paused_at__isnull=True)
+        return queryset
+
+
 @admin.register(Contact)
-class ContactAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "wa_id", "profile_name", "last_inbound_at", "created_at"]
+class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
+    list_display = ["__str__", "wa_id", "profile_name", "bot_badge", "last_inbound_at", "created_at"]
+    list_filter = [BotStateFilter]
     search_fields = ["wa_id", "user_id", "profile_name"]
     search_help_text = "Number, business-scoped user id or name."
+    list_select_related = ["bot_paused_by"]
     ordering = ["-last_inbound_at", "-pk"]
     fields = readonly_fields = CONTACT_FIELDS
     inlines = [OutboundJobInline]
+    actions = ["pause_bot", "resume_bot"]
 
-    @admin.display(description="conversation (newest messages both ways, in time order)")
-    def conversation(self, contact: Contact) -> SafeString:
-        entries = contact_conversation(contact_id=contact.pk)
-        return render_to_string("admin/outbound/conversation.html", {"entries": entries})
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        contact = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if contact is not None:
+            context.update(self.handoff_context(request, contact))
+        return super().change_view(request, object_id, form_url, context)
+
+    @admin.display(description="bot")
+    def bot_badge(self, contact: Contact) -> SafeString:
+        if contact.bot_paused(now=timezone.now()):
+            return format_html(
+                '<span class="bot-state bot-paused" title="{}">paused</span>',
+                contact.get_bot_pause_reason_display(),
+            )
+        return mark_safe('<span class="bot-state bot-active">active</span>')
+
+    @admin.display(description="bot")
+    def bot_state(self, contact: Contact) -> str:
+        if not contact.bot_paused(now=timezone.now()):
+            return "Active: the bot answers this customer."
+        by = f" by {contact.bot_paused_by}" if contact.bot_paused_by else ""
+        since = timezone.localtime(contact.bot_paused_at).strftime("%Y-%m-%d %H:%M")
+        return f"Paused since {since}{by}: {contact.get_bot_pause_reason_display()}."
 
     @admin.display(description="jobs")
     def all_jobs(self, contact: Contact) -> SafeString:

@@ -82,7 +82,15 @@ STAFF_ACTIONS: dict[str, StaffAction] = {
 JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
     (
         None,
-        ("status_badge", "contact_link", "reply", "knowledge_display", "send_as", "inbound_message_display"),
+        (
+            "status_badge",
+            "contact_link",
+            "written_by",
+            "reply",
+            "knowledge_display",
+            "send_as",
+            "inbound_message_display",
+        ),
     ),
     (
         "Attempts",
@@ -152,7 +160,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_display_links = ["id", "status_badge"]
-    list_filter = ["status", "delivery_status", "send_as", "created_at"]
+    list_filter = ["status", "kind", "delivery_status", "send_as", "created_at"]
     search_fields = [
         "contact__wa_id",
         "contact__profile_name",
@@ -224,7 +232,8 @@ class OutboundJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="knowledge given to the model")
     def knowledge_display(self, job: OutboundJob) -> SafeString | str:
-        """The entries the reply was generated with (id and title as they were), linked while they exist."""
+        """The entries the reply was generated with (id and title as they were), linked while they exist, and
+        those the model said its reply relies on marked."""
         records = [r for r in job.knowledge if isinstance(r, dict) and isinstance(r.get("id"), int)]
         if not records:
             return "None." if job.content else "None: no reply generated."
@@ -233,13 +242,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
         )
         items = [
             format_html(
-                '<a href="{}">[{}] {}</a>',
-                reverse("admin:outbound_knowledgeentry_change", args=[r["id"]]),
-                r["id"],
-                r.get("title", ""),
+                "{}{}",
+                format_html(
+                    '<a href="{}">[{}] {}</a>',
+                    reverse("admin:outbound_knowledgeentry_change", args=[r["id"]]),
+                    r["id"],
+                    r.get("title", ""),
+                )
+                if r["id"] in existing
+                else format_html("[{}] {} (deleted since)", r["id"], r.get("title", "")),
+                " \u2014 cited by the reply" if r.get("cited") else "",
             )
-            if r["id"] in existing
-            else format_html("[{}] {} (deleted since)", r["id"], r.get("title", ""))
             for r in records
         ]
         return format_html(
@@ -247,9 +260,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
             format_html_join("", "<li>{}</li>", ((item,) for item in items)),
         )
 
+    @admin.display(description="written by")
+    def written_by(self, job: OutboundJob) -> str:
+        if job.kind == OutboundJob.Kind.STAFF:
+            return f"{job.author or 'a deleted user'} (staff reply)"
+        return job.get_kind_display()
+
     @admin.display(description="answers")
-    def inbound_message_display(self, job: OutboundJob) -> SafeString:
+    def inbound_message_display(self, job: OutboundJob) -> SafeString | str:
         message = job.inbound_message
+        if message is None:
+            return "The conversation (a staff reply answers no single message)."
         url = reverse("admin:outbound_inboundmessage_change", args=[message.pk])
         # Formatted before format_html: it escapes every argument into a string, which takes no date format
         # spec, and the admin shows a display method's exception as a silent "-".
@@ -274,14 +295,15 @@ class OutboundJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="conversation (both ways, in time order)")
     def conversation(self, job: OutboundJob) -> SafeString:
-        entries = contact_conversation(contact_id=job.contact_id, around=job.inbound_message.timestamp)
+        around = job.inbound_message.timestamp if job.inbound_message is not None else job.created_at
+        entries = contact_conversation(contact_id=job.contact_id, around=around)
         return render_to_string(
             "admin/outbound/conversation.html",
             {"entries": entries, "highlight_job": job.pk, "highlight_inbound": job.inbound_message_id},
         )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OutboundJob]:
-        return super().get_queryset(request).select_related("contact", "inbound_message")
+        return super().get_queryset(request).select_related("contact", "inbound_message", "author")
 
     def change_view(
         self,

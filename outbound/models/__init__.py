@@ -1,8 +1,9 @@
-"""The domain's tables: contacts and their messages, reply jobs and their state machine, worker heartbeats,
-the business's knowledge and the reply settings."""
+"""The domain's tables: contacts (with their bot state) and their messages both ways, reply jobs and their
+state machine, worker heartbeats, the business's knowledge and the reply settings."""
 
-from outbound.models.contacts import Contact, InboundMessage
+from outbound.models.contacts import BotPauseReason, Contact, EchoMessage, InboundMessage, bot_paused_q
 from outbound.models.heartbeat import WorkerHeartbeat
+from outbound.models.job_people import BotPaused
 from outbound.models.jobs import OutboundJob, OutboundJobQuerySet
 from outbound.models.knowledge import KnowledgeEntry, ReplySettings
 from outbound.models.states import (
@@ -17,7 +18,10 @@ from outbound.models.states import (
 __all__ = [
     "ALLOWED_TRANSITIONS",
     "EVENT_SOURCES",
+    "BotPauseReason",
+    "BotPaused",
     "Contact",
+    "EchoMessage",
     "Event",
     "IllegalTransition",
     "InboundMessage",
@@ -27,5 +31,6 @@ __all__ = [
     "OutboundJobQuerySet",
     "ReplySettings",
     "WorkerHeartbeat",
+    "bot_paused_q",
     "error_log_append",
 ]

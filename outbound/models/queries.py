@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
-from outbound.models.states import CLAIMABLE_STATUSES, JobStatus, SendAs
+from outbound.models.contacts import bot_paused_q
+from outbound.models.states import CLAIMABLE_STATUSES, SENT_WHILE_PAUSED, JobStatus, SendAs
 from outbound.vocabulary import WINDOW_CLOSED_CODE, DeliveryStatus
 
 if TYPE_CHECKING:
@@ -25,8 +27,22 @@ class OutboundJobQuerySet(models.QuerySet["OutboundJob"]):
         )
 
     def claimable(self, now: datetime | None = None) -> OutboundJobQuerySet:
-        """Due jobs of contacts that have no job in flight: what a claim may take (one reply at a time)."""
-        return self.due(now).exclude(contact__outbound_jobs__claim_token__isnull=False)
+        """Due jobs of contacts that have no job in flight: what a claim may take (one reply at a time).
+
+        A paused contact's bot replies are held back (staff replies and the handoff message still go).
+        """
+        now = now or timezone.now()
+        return self.due(now).not_held(now).exclude(contact__outbound_jobs__claim_token__isnull=False)
+
+    def not_held(self, now: datetime | None = None) -> OutboundJobQuerySet:
+        """Leave out the bot replies of contacts whose bot is paused: they wait for a person, not a worker."""
+        paused = bot_paused_q(now=now or timezone.now(), prefix="contact__")
+        return self.exclude(paused & ~Q(kind__in=SENT_WHILE_PAUSED))
+
+    def held(self, now: datetime | None = None) -> OutboundJobQuerySet:
+        """Open bot replies of contacts whose bot is paused."""
+        paused = bot_paused_q(now=now or timezone.now(), prefix="contact__")
+        return self.filter(paused, status__in=CLAIMABLE_STATUSES).exclude(kind__in=SENT_WHILE_PAUSED)
 
     def in_flight(self) -> OutboundJobQuerySet:
         """Jobs a worker holds right now."""

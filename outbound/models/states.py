@@ -41,6 +41,25 @@ class JobStatus(models.TextChoices):
     """Folded into a newer message's job from the same contact, which answers both."""
     CANCELLED = "CANCELLED", "cancelled"
     """Staff decided it must not be sent."""
+    HANDED_OFF = "HANDED_OFF", "handed off"
+    """Not sent: a person took the conversation over before the bot's reply went out."""
+    NO_REPLY = "NO_REPLY", "no reply needed"
+    """The model decided the message needs no answer (a thank-you, an emoji)."""
+
+
+class JobKind(models.TextChoices):
+    """Whose words a job carries (`OutboundJob.Kind`)."""
+
+    BOT = "BOT", "bot reply"
+    """The model's reply to a customer message; it steps back while the contact's bot is paused."""
+    STAFF = "STAFF", "staff reply"
+    """A staff member's words from the admin; sent whatever the bot's state."""
+    HANDOFF = "HANDOFF", "handoff message"
+    """OUTBOUND_HANDOFF_MESSAGE, sent once when the conversation is handed to a person."""
+
+
+# Kinds a paused bot does not hold back: people's words, and the one message announcing the handoff.
+SENT_WHILE_PAUSED = frozenset({JobKind.STAFF, JobKind.HANDOFF})
 
 
 class SendAs(models.TextChoices):
@@ -90,18 +109,28 @@ class Event(enum.StrEnum):
     """Staff dropped the reply to ask the model again."""
     STAFF_CANCEL = "staff_cancel"
     """Staff decided the job must never be sent."""
+    HELD = "held"
+    """The contact's bot was paused before the model was asked: the claim is given back, nothing spent."""
+    HANDED_OFF = "handed_off"
+    """A person took over: the bot's reply is never sent."""
+    NO_REPLY = "no_reply"
+    """The model said the message needs no answer."""
 
 
 S = JobStatus
 # The state machine in one place: from → the statuses it may move to.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.GENERATING, S.SUPERSEDED, S.CANCELLED}),
-    S.GENERATING: frozenset({S.READY_TO_SEND, S.PENDING, S.FAILED}),
-    S.READY_TO_SEND: frozenset({S.READY_TO_SEND, S.SENT, S.FAILED, S.PENDING, S.SUPERSEDED, S.CANCELLED}),
+    S.PENDING: frozenset({S.GENERATING, S.SUPERSEDED, S.CANCELLED, S.HANDED_OFF}),
+    S.GENERATING: frozenset({S.READY_TO_SEND, S.PENDING, S.FAILED, S.HANDED_OFF, S.NO_REPLY}),
+    S.READY_TO_SEND: frozenset(
+        {S.READY_TO_SEND, S.SENT, S.FAILED, S.PENDING, S.SUPERSEDED, S.CANCELLED, S.HANDED_OFF}
+    ),
     S.SENT: frozenset({S.READY_TO_SEND}),
     S.FAILED: frozenset({S.PENDING, S.READY_TO_SEND, S.SENT, S.CANCELLED}),
     S.SUPERSEDED: frozenset(),
     S.CANCELLED: frozenset(),
+    S.HANDED_OFF: frozenset(),
+    S.NO_REPLY: frozenset(),
 }
 # Which statuses each event may start from. The table above says where a status may go; this one says which
 # event may take it there: SENT → READY_TO_SEND exists for the 131047 template fallback, but a claim or a
@@ -123,6 +152,10 @@ EVENT_SOURCES: dict[Event, frozenset[str]] = {
     Event.STAFF_RETRY: frozenset({S.FAILED}),
     Event.STAFF_REGENERATE: frozenset({S.FAILED, S.READY_TO_SEND}),
     Event.STAFF_CANCEL: frozenset({S.PENDING, S.READY_TO_SEND, S.FAILED}),
+    Event.HELD: frozenset({S.GENERATING}),
+    # A worker's claimed job (fenced), or an open job nobody holds when a person takes over.
+    Event.HANDED_OFF: frozenset({S.PENDING, S.GENERATING, S.READY_TO_SEND}),
+    Event.NO_REPLY: frozenset({S.GENERATING}),
 }
 
 

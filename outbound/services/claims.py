@@ -93,9 +93,15 @@ def _lock_open_jobs(*, contact_ids: list[int]) -> dict[int, list[OutboundJob]]:
 
 
 def _fold(open_jobs: list[OutboundJob]) -> OutboundJob | None:
-    """Keep a contact's newest open job and supersede the older ones: one reply answers them all."""
+    """Keep a contact's newest open job and supersede the older ones: one reply answers them all.
+
+    A person's words (a staff reply, the handoff message) are never folded: the oldest goes first, alone.
+    """
     if not open_jobs:
         return None
+    people = [job for job in open_jobs if job.kind != OutboundJob.Kind.BOT]
+    if people:
+        return min(people, key=lambda job: job.pk)
     newest = open_jobs[-1]
     for older in open_jobs[:-1]:
         older.mark_superseded(by=newest)

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from outbound.inbound import ParsedMessage, ParsedWebhook
 from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.services.echoes import echoes_record
 from outbound.services.statuses import StatusCounts, outbound_jobs_record_statuses
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class IngestResult:
     statuses: StatusCounts | None = None
     # Messages and statuses the one-at-a-time fallback could not store (logged with their wamid).
     failed: int = 0
+    # New messages the owner sent from the WhatsApp Business app (each pauses the bot for its customer).
+    echoes: int = 0
 
 
 def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
@@ -45,6 +48,8 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
             contacts = _upsert_contacts(messages)
             result.new_messages, result.jobs = _store_messages(messages, contacts)
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
+        if parsed.echoes:
+            result.echoes = echoes_record(echoes=parsed.echoes)
     return result
 
 
@@ -78,6 +83,12 @@ def webhook_ingest_each(*, parsed: ParsedWebhook) -> IngestResult:
             counts.applied += one.statuses.applied
             counts.settled += one.statuses.settled
             counts.unknown += one.statuses.unknown
+    for echo in {e.wamid: e for e in parsed.echoes}.values():
+        one = _ingest_one(ParsedWebhook(echoes=[echo]), "echo", echo.wamid)
+        if one is None:
+            result.failed += 1
+        else:
+            result.echoes += one.echoes
     return result
 
 

@@ -23,10 +23,12 @@ from outbound.exceptions import (
     ReplyConfigurationError,
     ReplyPermanentError,
     ReplyTransientError,
+    ReplyUnusableError,
 )
 from outbound.knowledge import knowledge_search, question_from
-from outbound.models import Contact, JobChanged, OutboundJob
+from outbound.models import BotPaused, BotPauseReason, Contact, JobChanged, OutboundJob
 from outbound.redaction import redact
+from outbound.replies import ReplyAction
 from outbound.retry import (
     Action,
     backoff_seconds,
@@ -35,6 +37,12 @@ from outbound.retry import (
     pair_rate_limit_seconds,
 )
 from outbound.selectors import conversation_for, reply_system_prompt
+from outbound.services.handoff import (
+    outbound_job_asks_for_a_person,
+    outbound_job_hand_off,
+    outbound_job_step_back,
+)
+from outbound.vocabulary import BUTTON_BODY_LIMIT, HANDOFF_BUTTON_ID
 from outbound.whatsapp import Recipient, SendResult
 from outbound.window import is_window_open, template_parameters
 from outbound.worker_config import WorkerConfig
@@ -57,6 +65,12 @@ class Outcome(enum.StrEnum):
     """The send may have reached Meta; a status webhook or staff settle it."""
     LOST = "lost"
     """Someone else moved the job meanwhile; our result was void."""
+    HELD = "held"
+    """The contact's bot was paused before the model was asked: the job waits for a person (or a resume)."""
+    HANDED_OFF = "handed_off"
+    """A person took over: the bot's reply was not sent."""
+    NO_REPLY = "no_reply"
+    """The model said the message needs no answer."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,10 @@ def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: Work
 def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
     contact = Contact.objects.get(pk=job.contact_id)
     now = timezone.now()
+    if job.kind == OutboundJob.Kind.BOT and contact.bot_paused(now=now):
+        # Paused since the claim's query ran: no model call; the job waits for a person.
+        outbound_job_step_back(job=job, token=token, why="the bot was paused")
+        return Outcome.HELD
     if not is_window_open(
         last_inbound_at=contact.last_inbound_at, now=now, margin_seconds=config.window_margin_seconds
     ):
@@ -126,15 +144,25 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
             token=token, content="", send_as=OutboundJob.SendAs.TEMPLATE, log={"in_window": False}
         )
         return Outcome.GENERATED
+    if outbound_job_asks_for_a_person(job=job):
+        return _hand_off(job, token, config, reason=BotPauseReason.CUSTOMER_ASKED)
     conversation = conversation_for(job=job, limit=config.history_messages)
     # Read for each reply: staff edits to the prompt and the entries apply to a running --loop worker.
     knowledge = knowledge_search(question=question_from(conversation), limit=config.knowledge_top_k)
     system_prompt = reply_system_prompt(default=config.system_prompt)
     started = time.monotonic()
     try:
-        text = config.generator.generate(
+        answer = config.generator.generate(
             system_prompt=system_prompt, conversation=conversation, knowledge=knowledge
         )
+    except ReplyUnusableError as exc:
+        # A refusal or a broken answer is never sent: tried again, then a person takes over.
+        if job.attempts >= config.max_attempts:
+            line = _error_line(
+                job, "generate", f"{exc} (a person takes over after {job.attempts} attempts)", config
+            )
+            return _hand_off(job, token, config, reason=BotPauseReason.MODEL_FAILED, error=line)
+        return _retry_or_fail(job, token, config, phase="generate", error=str(exc))
     except ReplyTransientError as exc:
         return _retry_or_fail(
             job, token, config, phase="generate", error=str(exc), retry_after=exc.retry_after
@@ -156,18 +184,38 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
     except ReplyPermanentError as exc:
         job.mark_failed(token=token, error=_error_line(job, "generate", str(exc), config))
         return Outcome.FAILED
+    log = {
+        "in_window": True,
+        "action": answer.action.value,
+        "knowledge_ids": ",".join(str(snippet.id) for snippet in knowledge),
+        "knowledge_used": ",".join(map(str, answer.knowledge_used)),
+        "duration_ms": int((time.monotonic() - started) * 1000),
+    }
+    if answer.action is ReplyAction.HANDOFF:
+        return _hand_off(job, token, config, reason=BotPauseReason.MODEL_ASKED)
+    if answer.action is ReplyAction.NO_REPLY:
+        job.mark_no_reply(token=token, log=log)
+        return Outcome.NO_REPLY
     job.mark_generated(
         token=token,
-        content=text,
+        content=answer.text,
         send_as=OutboundJob.SendAs.TEXT,
-        knowledge=[snippet.record() for snippet in knowledge],
-        log={
-            "in_window": True,
-            "duration_ms": int((time.monotonic() - started) * 1000),
-            "knowledge_ids": ",".join(str(snippet.id) for snippet in knowledge),
-        },
+        # What the model was given, and which of it the model says the reply relies on.
+        knowledge=[snippet.record(cited=snippet.id in answer.knowledge_used) for snippet in knowledge],
+        log=log,
     )
     return Outcome.GENERATED
+
+
+def _hand_off(
+    job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, reason: str, error: str | None = None
+) -> Outcome:
+    """Pause the bot and carry the handoff message, or end HANDED_OFF when someone handed off first."""
+    if outbound_job_hand_off(
+        job=job, token=token, reason=reason, message=config.handoff_message, error=error
+    ):
+        return Outcome.GENERATED
+    return Outcome.HANDED_OFF
 
 
 def _send(
@@ -194,7 +242,12 @@ def _send(
         )
         return Outcome.FAILED
     config.rate_limiter.acquire()
-    job.mark_send_started(token=token, send_as=send_as)
+    try:
+        job.mark_send_started(token=token, send_as=send_as)
+    except BotPaused:
+        # A person took over after this reply was generated: it is never sent (checked in the same UPDATE).
+        outbound_job_step_back(job=job, token=token, why="a person took the conversation over first")
+        return Outcome.HANDED_OFF
     started = time.monotonic()
     try:
         result = _deliver(job, contact, send_as, config)
@@ -239,8 +292,17 @@ def _deliver(job: OutboundJob, contact: Contact, send_as: str, config: WorkerCon
             body_parameters=template_parameters(config.template_body_parameters, contact=contact),
             callback_data=callback_data,
         )
-    # The claim loaded the inbound message with the job (select_related): no query here.
-    reply_to = job.inbound_message.wamid
+    # The claim loaded the inbound message with the job (select_related): no query here. A staff reply
+    # answers the conversation, not one message: it quotes nothing.
+    reply_to = job.inbound_message.wamid if job.inbound_message is not None else None
+    if job.kind == OutboundJob.Kind.BOT and config.handoff_button and len(job.content) <= BUTTON_BODY_LIMIT:
+        return config.sender.send_buttons(
+            to=to,
+            body=job.content,
+            buttons=[(HANDOFF_BUTTON_ID, config.handoff_button)],
+            reply_to=reply_to,
+            callback_data=callback_data,
+        )
     return config.sender.send_text(to=to, body=job.content, reply_to=reply_to, callback_data=callback_data)
 
 

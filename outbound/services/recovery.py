@@ -1,4 +1,5 @@
-"""The start of every run: release claims of workers presumed dead, and reopen 131047 text replies."""
+"""The start of every run: release claims of workers presumed dead, reopen 131047 text replies, and give back
+to the bot the conversations whose pause has run out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from outbound.models import JobChanged, OutboundJob
+from outbound.services.handoff import contacts_bot_resume_expired
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +20,8 @@ class RecoveryCounts:
     released: int = 0
     unsettled: int = 0
     reopened_for_template: int = 0
+    # Not jobs: contacts whose pause ran out (OUTBOUND_HANDOFF_HOURS without a staff reply).
+    bots_resumed: int = 0
 
     @property
     def total(self) -> int:
@@ -57,4 +61,5 @@ def outbound_jobs_recover(
             counts.reopened_for_template += 1
         except JobChanged:
             continue
+    counts.bots_resumed = contacts_bot_resume_expired(now=now)
     return counts

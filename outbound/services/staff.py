@@ -42,12 +42,16 @@ def outbound_jobs_retry(
 
 
 def outbound_jobs_regenerate(*, jobs: Iterable[OutboundJob]) -> StaffActionResult:
-    """Drop the stored reply and ask the model again (FAILED or waiting READY_TO_SEND jobs)."""
-    return _staff_apply(
-        jobs,
+    """Drop the stored reply and ask the model again (FAILED or waiting READY_TO_SEND bot replies)."""
+    jobs = list(jobs)
+    people = [job for job in jobs if job.kind != OutboundJob.Kind.BOT]
+    result = _staff_apply(
+        [job for job in jobs if job.kind == OutboundJob.Kind.BOT],
         allowed=(OutboundJob.Status.FAILED, OutboundJob.Status.READY_TO_SEND),
         apply=OutboundJob.mark_regenerate,
     )
+    result.skipped += [(job, f"is a {job.get_kind_display()}, not the model's") for job in people]
+    return result
 
 
 def outbound_jobs_cancel(*, jobs: Iterable[OutboundJob]) -> StaffActionResult:

@@ -77,3 +77,28 @@ def test_a_negative_knowledge_top_k_is_refused(settings):
     assert ids_and_messages(check_backends()) == [
         ("outbound.E004", "OUTBOUND_KNOWLEDGE_TOP_K must not be negative.")
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("OUTBOUND_HANDOFF_HOURS", -1, "OUTBOUND_HANDOFF_HOURS must not be negative."),
+        (
+            "OUTBOUND_HANDOFF_BUTTON",
+            "Talk to a real human being",
+            "OUTBOUND_HANDOFF_BUTTON is longer than 20",
+        ),
+        ("OUTBOUND_HANDOFF_MESSAGE", "x" * 4097, "OUTBOUND_HANDOFF_MESSAGE is longer than 4096"),
+    ],
+)
+def test_handoff_settings_out_of_range_are_refused(settings, name, value, message):
+    setattr(settings, name, value)
+    [(error_id, text)] = ids_and_messages(check_backends())
+    assert error_id == "outbound.E009"
+    assert text.startswith(message)
+
+
+def test_handoff_settings_in_range_pass(settings):
+    settings.OUTBOUND_HANDOFF_HOURS = 0
+    settings.OUTBOUND_HANDOFF_BUTTON = "Talk to a person"
+    assert check_backends() == []

@@ -119,9 +119,9 @@ def search_columns() -> set[str]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_knowledge_migration_adds_the_search_column_on_postgres_only_and_rolls_back():
-    migrate([("outbound", "0003_move_contacts_and_messages")])
+    migrate([("outbound", "0004_contact_bot_state_staff_replies_echoes")])
     assert "outbound_knowledgeentry" not in table_names()
-    new = migrate([("outbound", "0004_knowledge_entries")])
+    new = migrate([("outbound", "0005_knowledge_entries")])
     entry = new.get_model("outbound", "KnowledgeEntry").objects.create(title="Opening hours", body="Sundays")
     if connection.vendor == "postgresql":
         assert "search_vector" in search_columns()
@@ -132,5 +132,5 @@ def test_the_knowledge_migration_adds_the_search_column_on_postgres_only_and_rol
             assert cursor.fetchone()[0] == "'hour':2A 'open':1A 'sunday':3B"
     else:
         assert "search_vector" not in search_columns()
-    migrate([("outbound", "0003_move_contacts_and_messages")])
+    migrate([("outbound", "0004_contact_bot_state_staff_replies_echoes")])
     assert "outbound_knowledgeentry" not in table_names()

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
 from bench.fakes import FakeOpenAI, FaultPlan
-from outbound.exceptions import ReplyConfigurationError, ReplyPermanentError, ReplyTransientError
+from outbound.exceptions import (
+    ReplyConfigurationError,
+    ReplyPermanentError,
+    ReplyTransientError,
+    ReplyUnusableError,
+)
 from outbound.replies import (
+    RESPONSE_FORMAT,
     WHATSAPP_TEXT_LIMIT,
+    ModelReply,
     OfflineReplyGenerator,
     OpenAIReplyGenerator,
+    ReplyAction,
     Turn,
     fit_to_whatsapp,
 )
@@ -44,7 +53,7 @@ def openai_error(message: str, kind: str, code: str | None = None) -> dict:
 
 def test_request_carries_the_system_prompt_and_the_conversation(server):
     reply = generator(server).generate(system_prompt="Be brief.", conversation=CONVERSATION)
-    assert reply == server.reply
+    assert reply == ModelReply(text=server.reply, action=ReplyAction.REPLY, knowledge_used=())
     assert len(server.requests) == 1
     request = server.requests[0]
     assert request["path"] == "/v1/chat/completions"
@@ -57,6 +66,9 @@ def test_request_carries_the_system_prompt_and_the_conversation(server):
         {"role": "assistant", "content": "Yes."},
         {"role": "user", "content": "And green?"},
     ]
+    # Structured outputs: the model can only answer in the reply contract's shape.
+    assert request["body"]["response_format"] == RESPONSE_FORMAT
+    assert RESPONSE_FORMAT["json_schema"]["strict"] is True
 
 
 @pytest.mark.parametrize(
@@ -144,7 +156,7 @@ def test_an_empty_reply_is_transient(server, content):
 def test_a_long_reply_is_fitted(server):
     server.reply = "word " * 2000
     reply = generator(server).generate(system_prompt="s", conversation=CONVERSATION)
-    assert 0 < len(reply) <= WHATSAPP_TEXT_LIMIT
+    assert 0 < len(reply.text) <= WHATSAPP_TEXT_LIMIT
 
 
 def test_the_key_never_reaches_the_error_or_the_logs(server, caplog):
@@ -181,5 +193,63 @@ def test_fit_to_whatsapp():
 
 def test_offline_generator_is_labelled_and_fitted():
     reply = OfflineReplyGenerator().generate(system_prompt="s", conversation=[Turn("user", "y" * 9000)])
-    assert reply.startswith("[offline demo reply")
-    assert len(reply) <= WHATSAPP_TEXT_LIMIT
+    assert reply.action is ReplyAction.REPLY
+    assert reply.text.startswith("[offline demo reply")
+    assert len(reply.text) <= WHATSAPP_TEXT_LIMIT
+    assert reply.knowledge_used == ()
+
+
+# ------------------------------------------------------------------------------------------------ the contract
+def test_the_answer_follows_the_contract_knowledge_ids_included(server):
+    server.action = "reply"
+    server.knowledge_used = [3, 7]
+    reply = generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert reply == ModelReply(text=server.reply, action=ReplyAction.REPLY, knowledge_used=(3, 7))
+
+
+@pytest.mark.parametrize(
+    ("action", "text"), [("handoff", ""), ("no_reply", ""), ("handoff", "Let me get someone.")]
+)
+def test_handoff_and_no_reply_need_no_text(server, action, text):
+    server.action, server.reply = action, text
+    reply = generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert reply.action == ReplyAction(action)
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"refusal": "I'm sorry, I can't help with that."}, "the model refused: I'm sorry"),
+        ({"finish_reason": "length"}, "incomplete (finish_reason=length)"),
+        ({"finish_reason": "content_filter"}, "incomplete (finish_reason=content_filter)"),
+        ({"content": "Sure, here you go"}, "not JSON"),
+        ({"content": "[1, 2]"}, "does not follow the reply contract"),
+        ({"content": '{"reply": "hi", "action": "reply"}'}, "does not follow the reply contract"),
+        ({"content": '{"reply": "hi", "action": "reply", "knowledge_used": [], "x": 1}'}, "contract"),
+        ({"content": '{"reply": "hi", "action": "escalate", "knowledge_used": []}'}, "unknown action"),
+        ({"content": '{"reply": 5, "action": "reply", "knowledge_used": []}'}, "wrong type"),
+        ({"content": '{"reply": "hi", "action": "reply", "knowledge_used": ["faq"]}'}, "entry ids"),
+        ({"content": '{"reply": "  ", "action": "reply", "knowledge_used": []}'}, "empty reply"),
+    ],
+)
+def test_an_unusable_answer_is_never_a_reply(server, fault, message):
+    for name, value in fault.items():
+        setattr(server, name, value)
+    with pytest.raises(ReplyUnusableError, match=re.escape(message)):
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    # Unusable answers are transient: the worker tries again before a person takes over.
+    assert issubclass(ReplyUnusableError, ReplyTransientError)
+
+
+def test_the_schema_is_strict_and_every_property_required():
+    schema = RESPONSE_FORMAT["json_schema"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(schema["properties"]) == {"reply", "action", "knowledge_used"}
+    assert schema["properties"]["action"]["enum"] == ["reply", "handoff", "no_reply"]
+
+
+def test_the_offline_generator_hands_off_when_asked_for_a_person():
+    reply = OfflineReplyGenerator().generate(
+        system_prompt="s", conversation=[Turn("user", "Can I talk to a real person please?")]
+    )
+    assert (reply.action, reply.text) == (ReplyAction.HANDOFF, "")

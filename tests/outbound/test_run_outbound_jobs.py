@@ -395,18 +395,24 @@ def test_openai_429_is_retried_no_sooner_than_retry_after(inbound, graph, fake_o
     assert job.next_attempt_at >= before + timedelta(seconds=120)
 
 
-def test_empty_reply_is_retried_then_fails(inbound, graph, fake_openai, settings):
+def test_empty_reply_is_retried_then_handed_to_a_person(inbound, graph, fake_openai, settings):
+    """An empty reply breaks the reply contract: never sent, tried again, and once the attempts run out a
+    person takes over (issue 11; it used to end FAILED): the customer gets the handoff message, not nothing."""
     settings.OUTBOUND_MAX_ATTEMPTS = 2
     fake_openai.reply = ""
     job = inbound()
     run_jobs()
     assert fresh(job).status == S.PENDING
+    assert len(graph.calls) == 0
     make_due(job)
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
     run_jobs()
     job = fresh(job)
-    assert (job.status, job.attempts) == (S.FAILED, 2)
+    assert (job.status, job.attempts, job.kind) == (S.SENT, 2, OutboundJob.Kind.HANDOFF)
     assert job.error_log.count("empty reply") == 2
-    assert len(graph.calls) == 0
+    [body] = sent_bodies(graph)
+    assert body["text"]["body"] == settings.OUTBOUND_HANDOFF_MESSAGE
+    assert job.contact.bot_pause_reason == "MODEL_FAILED"
 
 
 def test_a_long_reply_is_cut_to_fit(inbound, graph, fake_openai):

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbound.inbound import ParsedWebhook
-from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.models import Contact, EchoMessage, InboundMessage, OutboundJob
 from tests.conftest import DATA, SERVED_PHONE_NUMBER_IDS, post_signed
 from webhooks.payloads import load_payload, parse_webhook
 
@@ -153,6 +153,7 @@ def test_arbitrary_json_parses_without_raising(payload):
 def test_mutated_payloads_through_the_view_never_create_a_job_without_a_valid_message(posts):
     OutboundJob.objects.all().delete()
     InboundMessage.objects.all().delete()
+    EchoMessage.objects.all().delete()
     Contact.objects.all().delete()
     client = Client()
     bodies = [_body(payload, huge=huge) for payload, huge in posts]
@@ -171,6 +172,9 @@ def test_mutated_payloads_through_the_view_never_create_a_job_without_a_valid_me
     assert set(InboundMessage.objects.values_list("wamid", flat=True)) == set(first_stored)
     expected = [wamid for wamid, needs_reply in first_stored.items() if needs_reply]
     jobs = list(OutboundJob.objects.select_related("inbound_message", "contact"))
+    # The owner answering from the Business app (an echo, tests/data/smb_message_echoes.json) hands the
+    # contact's open job to a person; nothing else moves a job here.
+    echoed = set(EchoMessage.objects.values_list("contact_id", flat=True))
     for job in jobs:
         message = job.inbound_message
         assert message.needs_reply
@@ -178,7 +182,11 @@ def test_mutated_payloads_through_the_view_never_create_a_job_without_a_valid_me
         assert message.contact_id == job.contact_id
         assert job.contact.wa_id or job.contact.user_id
         assert message.timestamp.year >= 1970
-        assert job.status == OutboundJob.Status.PENDING
+        if job.status == OutboundJob.Status.HANDED_OFF:
+            assert job.contact_id in echoed
+            assert job.contact.bot_pause_reason == Contact.PauseReason.BUSINESS_APP
+        else:
+            assert job.status == OutboundJob.Status.PENDING
     # One job per message that needs a reply: none missing, none doubled (a duplicate in the POST included).
     assert sorted(job.inbound_message.wamid for job in jobs) == sorted(expected)
     assert InboundMessage.objects.filter(needs_reply=True).count() == len(jobs)

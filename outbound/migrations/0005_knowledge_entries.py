@@ -35,7 +35,7 @@ def drop_search_column(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbound', '0003_move_contacts_and_messages'),
+        ('outbound', '0004_contact_bot_state_staff_replies_echoes'),
     ]
 
     operations = [
