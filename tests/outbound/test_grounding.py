@@ -4,6 +4,7 @@ the fake OpenAI server; plus the data message itself and the generators' handlin
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 
 from bench.fakes import FakeOpenAI
 from outbound.grounding import KNOWLEDGE_BODY_MAX_CHARS, KNOWLEDGE_HEADER, KnowledgeSnippet, knowledge_message
@@ -36,10 +37,12 @@ def faq(db):
 
 # ----------------------------------------------------------------------------------------- end to end
 def test_the_model_gets_the_relevant_entries_as_data_and_the_job_records_them(
-    inbound, graph, fake_openai, faq
+    inbound, graph, fake_openai, faq, admin_client
 ):
     job = inbound(body="What time do you open on Sunday?")
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.OUT1"))
+    # The model says its reply relies on the opening-hours entry (`knowledge_used` of the reply contract).
+    fake_openai.knowledge_used = [faq["hours"].pk]
     run_jobs()
     messages = model_messages(fake_openai)
     # Instructions first, then the entries in a system message of their own, then the customer's turn.
@@ -54,7 +57,9 @@ def test_the_model_gets_the_relevant_entries_as_data_and_the_job_records_them(
     assert messages[-1] == {"role": "user", "content": "What time do you open on Sunday?"}
     job.refresh_from_db()
     assert job.status == S.SENT
-    assert job.knowledge == [{"id": hours.pk, "title": "Opening hours"}]
+    assert job.knowledge == [{"id": hours.pk, "title": "Opening hours", "cited": True}]
+    page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
+    assert f"[{hours.pk}] Opening hours</a> \u2014 cited by the reply" in page
 
 
 def test_the_customer_never_sees_the_entries_only_the_reply(inbound, graph, fake_openai, faq):
@@ -122,7 +127,7 @@ def test_the_offline_generator_names_the_entries_it_would_give(inbound, graph, s
     job.refresh_from_db()
     assert job.content.startswith(OFFLINE_LABEL)
     assert job.content.endswith("Knowledge the model would get: Opening hours.")
-    assert job.knowledge == [{"id": faq["hours"].pk, "title": "Opening hours"}]
+    assert job.knowledge == [{"id": faq["hours"].pk, "title": "Opening hours", "cited": True}]
 
 
 # ------------------------------------------------------------------------------------ the data message
@@ -170,7 +175,8 @@ def test_the_openai_generator_without_knowledge_sends_what_it_always_sent(fake_o
 
 def test_the_offline_generator_keeps_its_old_answer_without_knowledge():
     reply = OfflineReplyGenerator().generate(system_prompt="s", conversation=[Turn("user", "Hi")])
-    assert reply == f"{OFFLINE_LABEL} Thanks for your message: \u201cHi\u201d"
+    assert reply.text == f"{OFFLINE_LABEL} Thanks for your message: \u201cHi\u201d"
+    assert reply.knowledge_used == ()
 
 
 def test_the_shipped_prompt_grounds_the_model():

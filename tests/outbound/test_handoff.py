@@ -157,8 +157,10 @@ def test_the_pause_stops_a_reply_that_was_already_generated(staff, inbound, grap
     real = config.generator
 
     class StaffTakesOverMeanwhile:
-        def generate(self, *, system_prompt: str, conversation: list[Turn]) -> ModelReply:
-            answer = real.generate(system_prompt=system_prompt, conversation=conversation)
+        def generate(self, *, system_prompt: str, conversation: list[Turn], knowledge=()) -> ModelReply:
+            answer = real.generate(
+                system_prompt=system_prompt, conversation=conversation, knowledge=knowledge
+            )
             contact_staff_reply(contact=bot.contact, author=staff, text="I'll handle this one.")
             return answer
 
