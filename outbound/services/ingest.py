@@ -18,6 +18,7 @@ from django.utils import timezone
 from outbound.inbound import ParsedMessage, ParsedWebhook
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.services.statuses import StatusCounts, outbound_jobs_record_statuses
+from outbound.wakeup import outbound_jobs_notify
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
             contacts = _upsert_contacts(messages)
             result.new_messages, result.jobs = _store_messages(messages, contacts)
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
+        if result.jobs:
+            # Delivered on commit: an idle worker wakes and answers within milliseconds, not at its next poll.
+            outbound_jobs_notify()
     return result
 
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from outbound.models import JobChanged, OutboundJob
+from outbound.wakeup import outbound_jobs_notify
 from outbound.window import is_window_open
 
 
@@ -38,16 +39,21 @@ def outbound_jobs_retry(
         result.done.append(job)
         if not is_window_open(last_inbound_at=job.contact.last_inbound_at, now=now, margin_seconds=margin):
             result.template_warnings.append(job)
+    if result.done:
+        outbound_jobs_notify()  # an idle run sends them now, not at its next poll
     return result
 
 
 def outbound_jobs_regenerate(*, jobs: Iterable[OutboundJob]) -> StaffActionResult:
     """Drop the stored reply and ask the model again (FAILED or waiting READY_TO_SEND jobs)."""
-    return _staff_apply(
+    result = _staff_apply(
         jobs,
         allowed=(OutboundJob.Status.FAILED, OutboundJob.Status.READY_TO_SEND),
         apply=OutboundJob.mark_regenerate,
     )
+    if result.done:
+        outbound_jobs_notify()
+    return result
 
 
 def outbound_jobs_cancel(*, jobs: Iterable[OutboundJob]) -> StaffActionResult:
