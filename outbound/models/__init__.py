@@ -1,8 +1,10 @@
-"""The domain's tables: contacts and their messages, reply jobs and their state machine, worker heartbeats."""
+"""The domain's tables: contacts and their messages, reply jobs and their state machine, worker heartbeats,
+the shared send schedule."""
 
 from outbound.models.contacts import Contact, InboundMessage
 from outbound.models.heartbeat import WorkerHeartbeat
 from outbound.models.jobs import OutboundJob, OutboundJobQuerySet
+from outbound.models.sendschedule import SendSchedule
 from outbound.models.states import (
     ALLOWED_TRANSITIONS,
     EVENT_SOURCES,
@@ -22,6 +24,7 @@ __all__ = [
     "JobChanged",
     "OutboundJob",
     "OutboundJobQuerySet",
+    "SendSchedule",
     "WorkerHeartbeat",
     "error_log_append",
 ]
