@@ -115,7 +115,9 @@ def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: Work
 
 
 def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
-    contact = Contact.objects.get(pk=job.contact_id)
+    # Loaded with the claim. `last_inbound_at` only grows, so a value read a moment ago can only make the
+    # window look shorter than it is: the safe side.
+    contact = job.contact
     now = timezone.now()
     if not is_window_open(
         last_inbound_at=contact.last_inbound_at, now=now, margin_seconds=config.window_margin_seconds
@@ -162,7 +164,7 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
 def _send(
     job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, allow_template_switch: bool
 ) -> Outcome:
-    contact = Contact.objects.get(pk=job.contact_id)
+    contact = job.contact  # as loaded by the claim (see _generate)
     in_window = is_window_open(
         last_inbound_at=contact.last_inbound_at,
         now=timezone.now(),
