@@ -22,10 +22,13 @@ later is written here too.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.utils import timezone
 
 from outbound.inbound import ParsedMessage
 from outbound.models import Contact, InboundMessage, OutboundJob
@@ -53,46 +56,100 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
         key = getattr(message, by)
         if key not in newest or message.timestamp >= newest[key].timestamp:
             newest[key] = message
-    # Sorted, so that two POSTs racing over the same contacts lock their rows in the same order.
-    contacts = [
-        Contact(wa_id=m.wa_id, user_id=m.user_id, profile_name=m.profile_name, last_inbound_at=m.timestamp)
-        for _, m in sorted(newest.items())
-    ]
-    inbound = [
-        InboundMessage(
-            wamid=m.wamid,
-            type=m.type,
-            text=m.text,
-            needs_reply=m.needs_reply,
-            timestamp=m.timestamp,
-            raw=m.raw,
-        )
-        for m in messages
-    ]
-    contact_fields = _fields(Contact)
-    message_fields = _fields(InboundMessage, exclude={"contact_id"})
-    job_fields = _fields(OutboundJob, exclude={"key", "contact_id", "inbound_message_id"})
-    job = OutboundJob()
+    conn = connections[DEFAULT_DB_ALIAS]
+    now = timezone.now()
     params: list[Any] = []
-    contact_rows = ", ".join(_placeholders(contact, contact_fields, params) for contact in contacts)
-    message_rows = ", ".join(
-        _placeholders(row, message_fields, params, casts=True, lead=getattr(m, by))
-        for m, row in zip(messages, inbound, strict=True)
-    )
-    job_values = _placeholders(job, job_fields, params, casts=True)[1:-1]
-    q = connection.ops.quote_name
-    learn = ""
+    # Sorted, so that two POSTs racing over the same contacts lock their rows in the same order.
+    for _, m in sorted(newest.items()):
+        params += _row(
+            Contact,
+            {
+                "wa_id": m.wa_id,
+                "user_id": m.user_id,
+                "profile_name": m.profile_name,
+                "last_inbound_at": m.timestamp,
+            },
+            now,
+            conn,
+        )
+    for m in messages:
+        params.append(getattr(m, by))
+        given = {"wamid": m.wamid, "type": m.type, "text": m.text, "needs_reply": m.needs_reply}
+        params += _row(InboundMessage, {**given, "timestamp": m.timestamp, "raw": m.raw}, now, conn)
+    params += _row(OutboundJob, {}, now, conn)
+    with conn.cursor() as cursor:
+        cursor.execute(_statement(by, len(newest), len(messages)), params)
+        new_messages, jobs, _ = cursor.fetchone()
+    return int(new_messages), int(jobs)
+
+
+# What a row's columns are and what the ORM would write into those the caller does not give: the fields'
+# defaults (prepared for the database once), and "now" for auto_now/auto_now_add fields and timezone.now
+# defaults. Values the caller gives are prepared as `Model.save()` would (JSON, for one).
+_NOW = object()
+_CALL = object()  # a callable default other than "now": called for each row, as the ORM does
+_EXCLUDED = {
+    Contact: frozenset(),
+    InboundMessage: frozenset({"contact_id"}),
+    OutboundJob: frozenset({"key", "contact_id", "inbound_message_id"}),
+}
+
+
+def _row(model: type[models.Model], given: dict[str, Any], now: datetime, conn: Any) -> list[Any]:
+    fields = _fields(model, _EXCLUDED[model])
+    defaults = _defaults(model, conn.alias)
+    row: list[Any] = []
+    for f, default in zip(fields, defaults, strict=True):
+        if f.attname in given:
+            row.append(f.get_db_prep_save(given[f.attname], conn))
+        elif default is _NOW:
+            row.append(f.get_db_prep_save(now, conn))
+        elif default is _CALL:
+            row.append(f.get_db_prep_save(f.get_default(), conn))
+        else:
+            row.append(default)
+    return row
+
+
+@functools.cache
+def _defaults(model: type[models.Model], alias: str) -> list[Any]:
+    conn = connections[alias]
+    defaults: list[Any] = []
+    for f in _fields(model, _EXCLUDED[model]):
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) or f.default is timezone.now:
+            defaults.append(_NOW)
+        elif callable(f.default):
+            defaults.append(_CALL)
+        else:
+            defaults.append(f.get_db_prep_save(f.get_default(), conn))
+    return defaults
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(by: str, contacts: int, messages: int) -> str:
+    """The statement for this many contacts and messages (built once per shape: a POST is nearly always one
+    message, and building it costs more than running it)."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    q = conn.ops.quote_name
+    contact_fields = _fields(Contact, _EXCLUDED[Contact])
+    message_fields = _fields(InboundMessage, _EXCLUDED[InboundMessage])
+    job_fields = _fields(OutboundJob, _EXCLUDED[OutboundJob])
+    contact_row = f"({', '.join('%s' for _ in contact_fields)})"
+    # Outside an INSERT's own VALUES (a VALUES list in FROM, a SELECT list) PostgreSQL cannot infer the
+    # columns' types, so there each value is cast to its column's type.
+    message_row = f"(CAST(%s AS text), {_casts(message_fields, conn)})"
     # Only identifiers (the models' tables and columns, quoted) and placeholders are formatted into the SQL;
     # every value is a parameter.
+    learn = ""
     if by == "wa_id":
         # A user id is learned once, unless another contact already holds it (then it stays with that one).
         learn = f"""user_id = COALESCE(t.user_id, CASE WHEN NOT EXISTS (
                     SELECT 1 FROM {q(Contact._meta.db_table)} AS o WHERE o.user_id = EXCLUDED.user_id
                 ) THEN EXCLUDED.user_id END),"""  # noqa: S608
-    sql = f"""
+    return f"""
         WITH c AS (
-            INSERT INTO {q(Contact._meta.db_table)} AS t ({_names(contact_fields)})
-            VALUES {contact_rows}
+            INSERT INTO {q(Contact._meta.db_table)} AS t ({_names(contact_fields, conn)})
+            VALUES {", ".join([contact_row] * contacts)}
             ON CONFLICT ({by}) DO UPDATE SET
                 last_inbound_at = GREATEST(
                     COALESCE(t.last_inbound_at, EXCLUDED.last_inbound_at), EXCLUDED.last_inbound_at
@@ -105,15 +162,15 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
                 updated_at = EXCLUDED.updated_at
             RETURNING id, {by} AS sender
         ), m AS (
-            INSERT INTO {q(InboundMessage._meta.db_table)} (contact_id, {_names(message_fields)})
+            INSERT INTO {q(InboundMessage._meta.db_table)} (contact_id, {_names(message_fields, conn)})
             SELECT c.id, {", ".join(f"v.{q(_column(f))}" for f in message_fields)}
-            FROM (VALUES {message_rows}) AS v(sender, {_names(message_fields)})
+            FROM (VALUES {", ".join([message_row] * messages)}) AS v(sender, {_names(message_fields, conn)})
             JOIN c ON c.sender = v.sender
             ON CONFLICT (wamid) DO NOTHING
             RETURNING id, contact_id, needs_reply
         ), j AS (
-            INSERT INTO {q(OutboundJob._meta.db_table)} (key, contact_id, inbound_message_id, {_names(job_fields)})
-            SELECT gen_random_uuid(), m.contact_id, m.id, {job_values}
+            INSERT INTO {q(OutboundJob._meta.db_table)} (key, contact_id, inbound_message_id, {_names(job_fields, conn)})
+            SELECT gen_random_uuid(), m.contact_id, m.id, {_casts(job_fields, conn)}
             FROM m WHERE m.needs_reply
             ON CONFLICT (inbound_message_id) DO NOTHING
             RETURNING id
@@ -122,43 +179,19 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
                (SELECT count(*) FROM j),
                (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', '') FROM j LIMIT 1) AS n)
     """  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        new_messages, jobs, _ = cursor.fetchone()
-    return int(new_messages), int(jobs)
 
 
-def _fields(
-    model: type[models.Model], exclude: frozenset[str] | set[str] = frozenset()
-) -> list[models.Field]:
+@functools.cache
+def _fields(model: type[models.Model], exclude: frozenset[str] = frozenset()) -> list[models.Field]:
     return [f for f in model._meta.concrete_fields if not f.primary_key and f.attname not in exclude]
 
 
-def _names(fields: list[models.Field]) -> str:
-    return ", ".join(connection.ops.quote_name(_column(f)) for f in fields)
+def _names(fields: list[models.Field], conn: Any) -> str:
+    return ", ".join(conn.ops.quote_name(_column(f)) for f in fields)
 
 
-def _placeholders(
-    obj: models.Model,
-    fields: list[models.Field],
-    params: list[Any],
-    *,
-    casts: bool = False,
-    lead: str | None = None,
-) -> str:
-    """One row of values as the ORM would save `obj` (defaults, auto_now, JSON), appended to `params`.
-
-    Outside an INSERT's own VALUES (a VALUES list in FROM, a SELECT list) PostgreSQL cannot infer the
-    columns' types, so there each value is cast to its column's type.
-    """
-    cells = []
-    if lead is not None:
-        params.append(lead)
-        cells.append("CAST(%s AS text)")
-    for f in fields:
-        params.append(f.get_db_prep_save(f.pre_save(obj, add=True), connection))
-        cells.append(f"CAST(%s AS {f.db_type(connection)})" if casts else "%s")
-    return f"({', '.join(cells)})"
+def _casts(fields: list[models.Field], conn: Any) -> str:
+    return ", ".join(f"CAST(%s AS {f.db_type(conn)})" for f in fields)
 
 
 def _column(field: models.Field) -> str:
