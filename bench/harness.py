@@ -219,8 +219,10 @@ def _wait_with_rusage(proc: subprocess.Popen[bytes], deadline: float) -> tuple[i
         time.sleep(0.02)
 
 
-def worker_args(*, concurrency: int, max_runtime: float = 120, extra: list[str] | None = None) -> list[str]:
-    """`manage.py run_outbound_jobs` as a cron run that ends when nothing is due."""
+def worker_args(
+    *, concurrency: int, max_runtime: float = 120, until_idle: bool = True, extra: list[str] | None = None
+) -> list[str]:
+    """`manage.py run_outbound_jobs` as a cron run: by default one that ends when nothing is due."""
     return [
         PYTHON,
         "manage.py",
@@ -229,6 +231,7 @@ def worker_args(*, concurrency: int, max_runtime: float = 120, extra: list[str] 
         str(concurrency),
         "--max-runtime",
         str(max_runtime),
+        *(["--until-idle"] if until_idle else []),
         *(extra or []),
     ]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import harness
+from bench import harness, speed
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from bench.loadgen import LoadResult, Request, run_load, signed_post, text_messages
 
@@ -308,6 +308,21 @@ def bench_worker(report: Report, *, env: dict[str, str], port: int, short: bool,
         )
 
 
+# ---------------------------------------------------------------------------------------------- speed
+def bench_speed(report: Report, *, env: dict[str, str], port: int, short: bool, logdir: Path) -> None:
+    """Issue 10's four figures (bench/speed.py): latency under cron, the shared send limit, CPU per job and
+    per POST. A limit exceeded or a message never answered is broken; the CPU goals are only printed."""
+    print("\n== speed: CPU time of the processes, cron latency, shared send limit", flush=True)
+    figures = speed.measure(env, port, logdir / "speed", short=short)
+    for name, value, target in speed.rows(figures):
+        report.add(name, value, target)
+    peak, latency = figures["peak"], figures["latency"]
+    if peak["peak"] > peak["limit"] or peak["sent"] != peak["jobs"]:
+        report.problem(f"three processes: {peak}")
+    if latency["answered"] != latency["messages"]:
+        report.problem(f"latency under cron: {latency['answered']} of {latency['messages']} answered")
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -315,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--short", action="store_true", help="small counts for CI; never fails on speed")
     parser.add_argument("--port", type=int, default=8200, help="gunicorn's port; the fakes use port+11, +12")
-    parser.add_argument("--only", choices=["webhook", "worker"], help="run one half")
+    parser.add_argument("--only", choices=["webhook", "worker", "speed"], help="run one part")
     args = parser.parse_args(argv)
 
     database_url = os.environ.get("DATABASE_URL", "")
@@ -341,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench_webhook(report, env=env, port=args.port, short=args.short, logdir=logdir)
             if args.only in (None, "worker"):
                 bench_worker(report, env=env, port=args.port, short=args.short, logdir=logdir)
+            if args.only in (None, "speed"):
+                bench_speed(report, env=env, port=args.port, short=args.short, logdir=logdir)
         except Exception as exc:
             report.problem(f"{type(exc).__name__}: {exc}")
             _dump_logs(logdir)

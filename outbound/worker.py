@@ -1,4 +1,8 @@
-"""The worker loop: recover stale claims, claim due jobs, process them on a thread pool, summarise."""
+"""The worker loop: recover stale claims, claim due jobs, process them on a thread pool, summarise.
+
+A run ends when nothing is due (`until_idle`), when `max_runtime` has passed (a cron run: it stays for its
+window, woken by `outbound.wakeup` as jobs arrive), or when stopped (`loop`, under a supervisor).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from outbound.models import OutboundJob, WorkerHeartbeat
 from outbound.services.claims import outbound_jobs_claim, outbound_jobs_claimable_exist
 from outbound.services.processing import Outcome, ProcessResult, outbound_job_crashed, outbound_job_process
 from outbound.services.recovery import outbound_jobs_recover
+from outbound.wakeup import JobWakeup
 from outbound.worker_config import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -64,7 +69,11 @@ class RunSummary:
 
 
 class Worker:
-    """Processes due jobs until none is due, time is up or the batch is done (or, with `loop`, until stopped)."""
+    """Processes due jobs until time is up or the batch is done (or, with `loop`, until stopped).
+
+    With `stay` (a cron run) an idle worker waits for new jobs until `max_runtime`; without it (and without
+    `loop`) the run ends as soon as nothing is due.
+    """
 
     def __init__(
         self,
@@ -75,6 +84,7 @@ class Worker:
         batch_size: int | None = None,
         max_runtime: float | None = 50.0,
         loop: bool = False,
+        stay: bool = False,
         idle_sleep: float = 2.0,
         worker_id: str | None = None,
         on_job_done: Callable[[OutboundJob, Outcome], None] | None = None,
@@ -85,6 +95,7 @@ class Worker:
         self.batch_size = batch_size
         self.max_runtime = max_runtime
         self.loop = loop
+        self.stay = stay
         self.idle_sleep = idle_sleep
         self.host = socket.gethostname()
         self.worker_id = worker_id or f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -95,13 +106,23 @@ class Worker:
         self._started = 0.0
         self._last_beat = 0.0
         self._database_down_since: float | None = None
+        self._last_recovery = 0.0
+        self._wakeup = JobWakeup(stopping=self._stopping)
 
     def stop(self) -> None:
         """Finish the jobs in flight, claim nothing more (SIGTERM)."""
         self._stopping.set()
 
+    @property
+    def waits_for_jobs(self) -> bool:
+        """Whether an idle run waits for new jobs rather than ending."""
+        return self.loop or self.stay
+
     def run(self) -> RunSummary:
         self._started = self._last_beat = time.monotonic()
+        if self.waits_for_jobs:
+            # Before the first claim: a job announced between "nothing due" and the first wait is not missed.
+            self._wakeup.start()
         attempted: set[int] = set()
         pool = (
             ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="outbound")
@@ -130,6 +151,7 @@ class Worker:
             if pool is not None:
                 self._close_thread_connections(pool)
                 pool.shutdown(wait=True)
+            self._wakeup.close()
             self.summary.seconds = time.monotonic() - self._started
             self._final_heartbeat()
         return self.summary
@@ -165,7 +187,7 @@ class Worker:
                 # Another claimer held those rows for a moment (SKIP LOCKED): not "none due".
                 self._stopping.wait(CONTENDED_RETRY_SECONDS)
                 return True
-            if not self.loop:
+            if not self.waits_for_jobs:
                 return False
             self._idle(attempted)
         return True
@@ -202,6 +224,7 @@ class Worker:
         return self.batch_size - self.summary.claimed
 
     def _recover(self) -> None:
+        self._last_recovery = time.monotonic()
         counts = outbound_jobs_recover(
             stale_seconds=self.stale_seconds, max_attempts=self.config.max_attempts
         )
@@ -223,12 +246,20 @@ class Worker:
         return jobs
 
     def _idle(self, attempted: set[int]) -> None:
-        """Loop mode with nothing due: report liveness, sleep (SIGTERM wakes us), look for stale claims again."""
-        self._heartbeat()
+        """Nothing due: report liveness, wait for new jobs (SIGTERM wakes us), look for stale claims again.
+
+        Woken by a notification, the run claims at once; the heartbeat and stale recovery still happen at
+        most once per `idle_sleep`, so that a trickle of messages does not add their statements to each one.
+        """
+        if time.monotonic() - self._last_beat >= min(self.idle_sleep, HEARTBEAT_INTERVAL_SECONDS):
+            self._heartbeat()
         attempted.clear()
         _drop_broken_connection()
-        self._stopping.wait(self.idle_sleep)
-        if not self._stopping.is_set():
+        timeout = self.idle_sleep
+        if not self.loop and self.max_runtime is not None:
+            timeout = min(timeout, self.max_runtime - (time.monotonic() - self._started))
+        self._wakeup.wait(timeout)
+        if not self._stopping.is_set() and time.monotonic() - self._last_recovery >= self.idle_sleep:
             self._recover()
 
     def _process_inline(self, job: OutboundJob) -> Future[ProcessResult]:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
-from outbound.ratelimit import SendRateLimiter
+from outbound.ratelimit import SendLimiter, SendRateLimiter, SharedSendRateLimiter
 from outbound.replies import OfflineReplyGenerator, OpenAIReplyGenerator, ReplyGenerator
 from outbound.whatsapp import Sender, WhatsAppClient
 
@@ -18,6 +19,9 @@ from outbound.whatsapp import Sender, WhatsAppClient
 # Between the two lie a database write, a possible new connection and the thread scheduler, tens of ms apart
 # from one send to the next, so a window of exactly 1 s let bursts of N+25% land inside one of Meta's seconds
 # (bench.run_all, 20/s limit: 25-29 sends in one second). 100 ms of headroom absorbs that jitter.
+# The shared limiter (PostgreSQL) keeps the same margin: its slots are 1.1 s / N apart on the database's clock,
+# so N+1 of them span at least 1.1 s, and a send delayed by up to 100 ms more than another on its way to Meta
+# still cannot squeeze N+1 into one of Meta's seconds.
 SEND_RATE_WINDOW_SECONDS = 1.1
 # The one default system prompt, shipped with the code (OPENAI_SYSTEM_PROMPT_FILE points here by default).
 DEFAULT_SYSTEM_PROMPT_FILE = (
@@ -36,7 +40,7 @@ class WorkerConfig:
 
     sender: Sender
     generator: ReplyGenerator
-    rate_limiter: SendRateLimiter
+    rate_limiter: SendLimiter
     system_prompt: str = field(default_factory=default_system_prompt)
     template_name: str = ""
     template_language: str = "en_US"
@@ -59,14 +63,13 @@ def worker_config_from_settings() -> WorkerConfig:
     from outbound.console import ConsoleSender
 
     sender: Sender
+    phone_number_id = settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,")
     if settings.OUTBOUND_SENDER == "console":
-        sender = ConsoleSender(
-            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,") or "PHONE_NUMBER_ID"
-        )
+        sender = ConsoleSender(phone_number_id=phone_number_id or "PHONE_NUMBER_ID")
     else:
         sender = WhatsAppClient(
             access_token=settings.WHATSAPP_ACCESS_TOKEN,
-            phone_number_id=settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,"),
+            phone_number_id=phone_number_id,
             base_url=settings.WHATSAPP_GRAPH_URL,
             api_version=settings.WHATSAPP_API_VERSION,
             timeout=settings.WHATSAPP_TIMEOUT,
@@ -84,7 +87,7 @@ def worker_config_from_settings() -> WorkerConfig:
     return WorkerConfig(
         sender=sender,
         generator=generator,
-        rate_limiter=SendRateLimiter(settings.OUTBOUND_MAX_SENDS_PER_SECOND, window=SEND_RATE_WINDOW_SECONDS),
+        rate_limiter=send_limiter(phone_number_id=phone_number_id),
         system_prompt=system_prompt_from_settings(),
         template_name=settings.WHATSAPP_TEMPLATE_NAME,
         template_language=settings.WHATSAPP_TEMPLATE_LANGUAGE,
@@ -103,6 +106,15 @@ def worker_config_from_settings() -> WorkerConfig:
             if s
         ),
     )
+
+
+def send_limiter(*, phone_number_id: str) -> SendLimiter:
+    """OUTBOUND_MAX_SENDS_PER_SECOND for the business number: shared by every worker on PostgreSQL (Meta
+    counts per number, whoever sends), per process on SQLite (one machine, one worker)."""
+    rate = settings.OUTBOUND_MAX_SENDS_PER_SECOND
+    if connection.vendor == "postgresql":
+        return SharedSendRateLimiter(rate, key=phone_number_id or "-", window=SEND_RATE_WINDOW_SECONDS)
+    return SendRateLimiter(rate, window=SEND_RATE_WINDOW_SECONDS)
 
 
 def system_prompt_from_settings() -> str:

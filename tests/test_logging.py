@@ -37,8 +37,8 @@ def test_a_full_flow_logs_no_tokens_and_no_message_text_at_info(
         json={"error": {"message": "Service unavailable", "code": 2, "fbtrace_id": "AbC"}},
     )
     graph.post(GRAPH_MESSAGES_URL, json={"messaging_product": "whatsapp", "messages": [{"id": "wamid.OUT1"}]})
-    call_command("run_outbound_jobs", max_runtime=10)
-    call_command("run_outbound_jobs", max_runtime=10)
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True)
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True)
     assert (
         webhook(
             status_payload(wamid="wamid.OUT1", status="delivered", timestamp=int(now.timestamp()))

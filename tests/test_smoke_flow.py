@@ -18,7 +18,7 @@ def test_inbound_text_is_answered_end_to_end(webhook, graph, fake_openai):
         json={"messaging_product": "whatsapp", "messages": [{"id": "wamid.OUT1"}]},
         match=[matchers.header_matcher({"Authorization": "Bearer EAAtestaccesstoken0123456789abcdef"})],
     )
-    call_command("run_outbound_jobs", max_runtime=10)
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True)
     job = OutboundJob.objects.get()
     assert job.status == OutboundJob.Status.SENT
     assert job.wa_message_id == "wamid.OUT1"

@@ -1,11 +1,12 @@
 """The domain's tables: contacts (with their bot state) and their messages both ways, reply jobs and their
-state machine, worker heartbeats, the business's knowledge and the reply settings."""
+state machine, worker heartbeats, the business's knowledge and the reply settings, the shared send schedule."""
 
 from outbound.models.contacts import BotPauseReason, Contact, EchoMessage, InboundMessage, bot_paused_q
 from outbound.models.heartbeat import WorkerHeartbeat
 from outbound.models.job_people import BotPaused
 from outbound.models.jobs import OutboundJob, OutboundJobQuerySet
 from outbound.models.knowledge import KnowledgeEntry, ReplySettings
+from outbound.models.sendschedule import SendSchedule
 from outbound.models.states import (
     ALLOWED_TRANSITIONS,
     EVENT_SOURCES,
@@ -30,6 +31,7 @@ __all__ = [
     "OutboundJob",
     "OutboundJobQuerySet",
     "ReplySettings",
+    "SendSchedule",
     "WorkerHeartbeat",
     "bot_paused_q",
     "error_log_append",

@@ -85,7 +85,8 @@ def _lock_open_jobs(*, contact_ids: list[int]) -> dict[int, list[OutboundJob]]:
     by_contact: dict[int, list[OutboundJob]] = {}
     for job in (
         open_jobs.select_for_update(skip_locked=True, of=("self",))
-        .select_related("inbound_message")
+        # The message and the contact come with the job: processing reads both and queries neither again.
+        .select_related("inbound_message", "contact")
         .order_by("contact_id", "inbound_message__timestamp", "inbound_message_id")
     ):
         by_contact.setdefault(job.contact_id, []).append(job)

@@ -130,10 +130,13 @@ def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: Work
 
 
 def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
-    contact = Contact.objects.get(pk=job.contact_id)
+    # Loaded with the claim. `last_inbound_at` only grows, so a value read a moment ago can only make the
+    # window look shorter than it is: the safe side.
+    contact = job.contact
     now = timezone.now()
     if job.kind == OutboundJob.Kind.BOT and contact.bot_paused(now=now):
-        # Paused since the claim's query ran: no model call; the job waits for a person.
+        # Paused when the claim read the contact: no model call; the job waits for a person. A pause after
+        # that is caught in the UPDATE that starts the send (BotPaused): the reply is then never sent.
         outbound_job_step_back(job=job, token=token, why="the bot was paused")
         return Outcome.HELD
     if not is_window_open(
@@ -221,7 +224,7 @@ def _hand_off(
 def _send(
     job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, allow_template_switch: bool
 ) -> Outcome:
-    contact = Contact.objects.get(pk=job.contact_id)
+    contact = job.contact  # as loaded by the claim (see _generate)
     in_window = is_window_open(
         last_inbound_at=contact.last_inbound_at,
         now=timezone.now(),

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from outbound.models import JobChanged, OutboundJob
+from outbound.wakeup import outbound_jobs_notify
 from outbound.window import is_window_open
 
 
@@ -38,6 +39,8 @@ def outbound_jobs_retry(
         result.done.append(job)
         if not is_window_open(last_inbound_at=job.contact.last_inbound_at, now=now, margin_seconds=margin):
             result.template_warnings.append(job)
+    if result.done:
+        outbound_jobs_notify()  # an idle run sends them now, not at its next poll
     return result
 
 
@@ -51,6 +54,8 @@ def outbound_jobs_regenerate(*, jobs: Iterable[OutboundJob]) -> StaffActionResul
         apply=OutboundJob.mark_regenerate,
     )
     result.skipped += [(job, f"is a {job.get_kind_display()}, not the model's") for job in people]
+    if result.done:
+        outbound_jobs_notify()
     return result
 
 

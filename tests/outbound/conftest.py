@@ -70,6 +70,8 @@ def run_jobs(*args: str, **options: Any) -> str:
     """One real `run_outbound_jobs` run; returns what it printed."""
     out = io.StringIO()
     options.setdefault("max_runtime", 30)
+    # The run ends when nothing is due (a cron run would stay for its window, waiting for new messages).
+    options.setdefault("until_idle", True)
     call_command("run_outbound_jobs", *args, stdout=out, stderr=io.StringIO(), **options)
     return out.getvalue()
 

@@ -17,6 +17,7 @@ from django.test import Client
 from django.utils import timezone
 
 from outbound.models import Contact, InboundMessage, OutboundJob
+from outbound.services import ingest_sql
 from outbound.services.ingest import webhook_ingest
 from tests.conftest import (
     SERVED_PHONE_NUMBER_IDS,
@@ -437,9 +438,11 @@ def test_an_empty_profile_name_never_blanks_a_known_one(webhook):
 
 
 @pytest.mark.django_db
-def test_the_name_is_decided_on_the_row_not_on_what_the_post_read(webhook):
+def test_the_name_is_decided_on_the_row_not_on_what_the_post_read(webhook, monkeypatch):
     # A racing POST stores a newer message between this POST's read of the contact and its update: the
-    # database still holds the newer name (the decision is the UPDATE's, not Python's).
+    # database still holds the newer name (the decision is the UPDATE's, not Python's). The ORM path reads
+    # the contact first; the one-statement path on PostgreSQL reads nothing (test_ingest_sql.py races it).
+    monkeypatch.setattr(ingest_sql, "fits", lambda messages: False)
     webhook(text_payload(wamid="wamid.1", timestamp=T0, name="First"))
     real_filter = Contact.objects.filter
 

@@ -28,6 +28,16 @@ def migrate(targets):
     return executor.loader.project_state(targets).apps
 
 
+@pytest.fixture(autouse=True)
+def _latest_schema_afterwards():
+    """Leave the database at the newest migration (AFTER is not the newest once later migrations exist): the
+    tests that follow need every table."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def table_names() -> set[str]:
     with connection.cursor() as cursor:
         return set(connection.introspection.table_names(cursor))

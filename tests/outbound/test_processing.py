@@ -12,7 +12,7 @@ from outbound.services.claims import outbound_jobs_claim
 from outbound.services.processing import Outcome, outbound_job_process
 from outbound.services.recovery import outbound_jobs_recover
 from outbound.worker_config import worker_config_from_settings
-from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok
+from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok, is_postgres
 
 pytestmark = pytest.mark.django_db
 S = OutboundJob.Status
@@ -63,3 +63,17 @@ def test_an_unclaimed_job_is_refused(inbound, fake_openai):
     job = inbound()
     with pytest.raises(ValueError, match="not claimed"):
         outbound_job_process(job=job, config=worker_config_from_settings())
+
+
+def test_processing_a_claimed_job_reads_nothing_the_claim_loaded(
+    inbound, graph, fake_openai, django_assert_num_queries
+):
+    # The claim loads the job with its message and contact. Processing then reads only the model's context
+    # (two queries) and writes: the reply (saved before any send), on PostgreSQL the shared send slot, "send
+    # started", "sent".
+    inbound()
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    config = worker_config_from_settings()
+    [job] = outbound_jobs_claim(limit=1, worker_id="w")
+    with django_assert_num_queries(6 if is_postgres() else 5):
+        assert outbound_job_process(job=job, config=config).outcome == Outcome.SENT

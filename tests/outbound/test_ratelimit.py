@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from outbound.ratelimit import SendRateLimiter
+from outbound.ratelimit import SendRateLimiter, SharedSendRateLimiter
 from outbound.worker_config import SEND_RATE_WINDOW_SECONDS, worker_config_from_settings
 
 
@@ -85,11 +85,19 @@ def test_rate_must_be_positive(rate):
         SendRateLimiter(rate)
 
 
+@pytest.mark.django_db
 def test_limiter_from_settings_spaces_windows_with_headroom(settings):
     # Headroom for the jitter between our clock and Meta's (bench.run_all found a 20/s limit putting 25-29
     # sends into one second at the fake Graph with an exact 1 s window).
     settings.OUTBOUND_MAX_SENDS_PER_SECOND = 20
     limiter = worker_config_from_settings().rate_limiter
+    if isinstance(limiter, SharedSendRateLimiter):  # PostgreSQL: the same headroom between the shared slots
+        limiter._sleep = lambda seconds: None
+        slots = [limiter.acquire() for _ in range(60)]
+        gaps = [later - earlier for earlier, later in zip(slots, slots[20:], strict=False)]
+        assert min(gaps) >= SEND_RATE_WINDOW_SECONDS - 1e-6
+        assert SEND_RATE_WINDOW_SECONDS > 1.05
+        return
     clock = FakeClock()
     start = clock.now
     limiter._clock, limiter._sleep = clock, clock.sleep

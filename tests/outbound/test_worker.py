@@ -344,6 +344,7 @@ def test_three_worker_processes_send_every_job_exactly_once(webhook, fake_server
                     "4",
                     "--max-runtime",
                     "120",
+                    "--until-idle",
                 ],
                 env=env,
                 stdout=out,

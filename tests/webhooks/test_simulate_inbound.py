@@ -53,7 +53,7 @@ def test_first_run_flow_is_answered_offline(live_server, settings):
     settings.OUTBOUND_REPLY_GENERATOR = "offline"
     out = simulate("Hello!", url=live_server.url)
     assert "really be sent" not in out
-    call_command("run_outbound_jobs", max_runtime=10, stdout=StringIO())
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True, stdout=StringIO())
     job = OutboundJob.objects.get()
     assert job.status == OutboundJob.Status.SENT
     assert job.content.startswith(OFFLINE_LABEL)
@@ -97,7 +97,7 @@ def test_several_texts_are_one_burst_answered_by_one_reply(live_server, settings
     texts = list(InboundMessage.objects.order_by("timestamp", "pk").values_list("text", flat=True))
     assert texts == ["Hi", "Do you ship to Lisbon?", "And to Porto?"]
     assert OutboundJob.objects.count() == 3
-    call_command("run_outbound_jobs", max_runtime=10, stdout=StringIO())
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True, stdout=StringIO())
     statuses = sorted(OutboundJob.objects.values_list("status", flat=True))
     assert statuses == [OutboundJob.Status.SENT, OutboundJob.Status.SUPERSEDED, OutboundJob.Status.SUPERSEDED]
     sent = OutboundJob.objects.get(status=OutboundJob.Status.SENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.services import ingest as services
+from outbound.services import ingest_sql
 from tests.conftest import T0, at, batch_payload, counts, load, status_payload, text_message, text_payload
 from tests.factories import make_sent_job
 from webhooks.signatures import sign
@@ -374,7 +376,7 @@ def test_database_error_in_a_status_update_rolls_back_the_messages(webhook):
 
 @pytest.mark.django_db
 def test_database_error_is_logged(webhook, webhook_log):
-    with mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=OperationalError("down")):
+    with _database_down_at_the_next_store(OperationalError("down")):
         assert webhook(text_payload(wamid="wamid.A", timestamp=T0)).status_code == 503
     assert "webhook_database_error messages=1 statuses=0" in webhook_log.text
 
@@ -581,16 +583,33 @@ def test_non_finite_status_timestamp_is_skipped_and_the_job_left_alone(webhook):
 
 
 # ---------------------------------------------------------------------------------------------- poisoned batch
-def _poison(error: Exception, *wamids: str):
-    """`_store_messages` failing with `error` for any batch that holds one of `wamids`, as the database would."""
-    real = services._store_messages
+def _poison(error: Exception, *wamids: str) -> contextlib.ExitStack:
+    """Storing fails with `error` for any batch that holds one of `wamids`, as the database would: on the ORM
+    path (`_store_messages`) and on PostgreSQL's one-statement path (`ingest_sql.store_messages`) alike."""
+    real, real_sql = services._store_messages, ingest_sql.store_messages
 
     def store(messages, contacts):
         if any(m.wamid in wamids for m in messages):
             raise error
         return real(messages, contacts)
 
-    return mock.patch("outbound.services.ingest._store_messages", side_effect=store)
+    def store_sql(messages):
+        if any(m.wamid in wamids for m in messages):
+            raise error
+        return real_sql(messages)
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch("outbound.services.ingest._store_messages", side_effect=store))
+    stack.enter_context(mock.patch("outbound.services.ingest_sql.store_messages", side_effect=store_sql))
+    return stack
+
+
+def _database_down_at_the_next_store(error: Exception) -> contextlib.ExitStack:
+    """The next message stored, on either path, finds the database gone."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=[error]))
+    stack.enter_context(mock.patch("outbound.services.ingest_sql.store_messages", side_effect=[error]))
+    return stack
 
 
 def _batch_with_a_poisoned_message() -> dict[str, Any]:
@@ -648,7 +667,7 @@ def test_the_poisoned_message_redelivered_is_answered_200_again_and_the_rest_sto
 def test_a_database_that_goes_down_during_the_one_at_a_time_retry_is_503(webhook):
     with (
         _poison(DataError("bad"), "wamid.POISON"),
-        mock.patch("outbound.services.ingest.outbound_jobs_enqueue", side_effect=[OperationalError("down")]),
+        _database_down_at_the_next_store(OperationalError("down")),
     ):
         # The batch fails on the poison, then the first message alone finds the database gone.
         assert webhook(_batch_with_a_poisoned_message()).status_code == 503

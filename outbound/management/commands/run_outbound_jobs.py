@@ -1,4 +1,8 @@
-"""`python manage.py run_outbound_jobs`: one cron run (or, with --loop, a long-running worker)."""
+"""`python manage.py run_outbound_jobs`: one cron run (or, with --loop, a long-running worker).
+
+A cron run stays for `--max-runtime`, answering messages as they arrive (woken by PostgreSQL's NOTIFY, or
+polling every `--idle-sleep` seconds on SQLite); `--until-idle` ends it as soon as nothing is due instead.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,22 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
 
 from outbound.models import OutboundJob
 from outbound.services.processing import Outcome
 from outbound.worker import Worker
 from outbound.worker_config import worker_config_from_settings
+
+# When nothing is due: PostgreSQL wakes an idle run by NOTIFY, so its poll is only the fallback (a lost
+# notification, a listening connection being re-opened); SQLite has nothing to wake it and polls more often.
+IDLE_SLEEP_POSTGRESQL = 2.0
+IDLE_SLEEP_POLLING = 0.5
+
+
+def default_idle_sleep() -> float:
+    """The poll interval for this database when --idle-sleep is not given."""
+    return IDLE_SLEEP_POSTGRESQL if connection.vendor == "postgresql" else IDLE_SLEEP_POLLING
 
 
 def positive_int(value: str) -> int:
@@ -46,7 +61,13 @@ class Command(BaseCommand):
             "--max-runtime",
             type=positive_float,
             default=50.0,
-            help="stop claiming after this many seconds (default 50, so a cron run ends before the next tick)",
+            help="stay this many seconds taking new jobs as they arrive, then stop claiming (default 50; set it "
+            "just under the cron period)",
+        )
+        parser.add_argument(
+            "--until-idle",
+            action="store_true",
+            help="end as soon as nothing is due instead of waiting for new jobs (drains, scripts, benchmarks)",
         )
         parser.add_argument(
             "--batch-size", type=positive_int, default=None, help="stop after claiming this many jobs"
@@ -60,8 +81,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--idle-sleep",
             type=positive_float,
-            default=2.0,
-            help="seconds to sleep in --loop when nothing is due",
+            default=None,
+            help="when nothing is due, look again after this many seconds: the fallback when no notification "
+            f"wakes the run (default {IDLE_SLEEP_POSTGRESQL:g} on PostgreSQL, which wakes the run within "
+            f"milliseconds by LISTEN/NOTIFY; {IDLE_SLEEP_POLLING:g} on SQLite, which can only poll)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -73,7 +96,8 @@ class Command(BaseCommand):
             batch_size=options["batch_size"],
             max_runtime=options["max_runtime"],
             loop=options["loop"],
-            idle_sleep=options["idle_sleep"],
+            stay=not options["until_idle"],
+            idle_sleep=options["idle_sleep"] or default_idle_sleep(),
             on_job_done=self._progress if options["verbosity"] >= 2 else None,
         )
         previous = _install_sigterm(worker)
