@@ -134,11 +134,13 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
     # window look shorter than it is: the safe side.
     contact = job.contact
     now = timezone.now()
-    if job.kind == OutboundJob.Kind.BOT and contact.bot_paused(now=now):
-        # Paused when the claim read the contact: no model call; the job waits for a person. A pause after
-        # that is caught in the UPDATE that starts the send (BotPaused): the reply is then never sent.
-        outbound_job_step_back(job=job, token=token, why="the bot was paused")
-        return Outcome.HELD
+    if job.kind == OutboundJob.Kind.BOT:
+        # A person may have taken over since the claim read the contact: one small read spares a model call
+        # (seconds, and money) whose reply could not be sent anyway (the send's UPDATE refuses it: BotPaused).
+        contact.refresh_from_db(fields=["bot_paused_at", "bot_human_at"])
+        if contact.bot_paused(now=now):
+            outbound_job_step_back(job=job, token=token, why="the bot was paused")
+            return Outcome.HELD
     if not is_window_open(
         last_inbound_at=contact.last_inbound_at, now=now, margin_seconds=config.window_margin_seconds
     ):
