@@ -48,6 +48,9 @@ class RunSummary:
     recovered: int = 0
     uncertain: int = 0
     lost: int = 0
+    held: int = 0
+    handed_off: int = 0
+    no_reply: int = 0
     seconds: float = 0.0
 
     def record(self, outcome: Outcome) -> None:
@@ -62,6 +65,12 @@ class RunSummary:
             self.uncertain += 1
         elif outcome is Outcome.LOST:
             self.lost += 1
+        elif outcome is Outcome.HELD:
+            self.held += 1
+        elif outcome is Outcome.HANDED_OFF:
+            self.handed_off += 1
+        elif outcome is Outcome.NO_REPLY:
+            self.no_reply += 1
 
     def line(self) -> str:
         parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "seconds"]

@@ -175,6 +175,9 @@ def test_the_pause_stops_a_reply_that_was_already_generated(staff, inbound, grap
     [body] = sent_bodies(graph)
     assert body["text"]["body"] == "I'll handle this one."
     assert summary.failed == 0
+    # The run's summary line counts the overtaken reply and the staff reply it sent instead.
+    assert (summary.handed_off, summary.sent) == (1, 1)
+    assert "handed_off=1" in summary.line()
 
 
 def test_a_generated_reply_waiting_for_its_retry_is_handed_off_by_the_pause(inbound, no_network):
@@ -343,7 +346,8 @@ def test_no_reply_action_sends_nothing(inbound, graph, fake_openai):
     fake_openai.action = "no_reply"
     fake_openai.reply = ""
     job = inbound(body="thanks!")
-    run_jobs()
+    out = run_jobs()
+    assert "no_reply=1" in out  # the run's summary line counts it
     job = fresh(job)
     assert (job.status, job.claim_token, job.content) == (S.NO_REPLY, None, "")
     assert (len(fake_openai.requests), len(graph.calls)) == (1, 0)
