@@ -47,9 +47,12 @@ def test_a_notification_wakes_the_listener_only_when_its_transaction_commits(wak
     started = time.monotonic()
     assert listener.wait(10) is True
     assert time.monotonic() - started < 5
-    # Several notifications queued while busy are one wake-up, not one each.
+    # Several notifications queued while busy are one wake-up, not one each. Each NOTIFY here commits on its
+    # own (autocommit), so they reach the socket one by one: give the last one time to arrive before the wait,
+    # as a worker busy with a job would (without it the test raced the third notification).
     for _ in range(3):
         outbound_jobs_notify()
+    time.sleep(1.0)
     assert listener.wait(5) is True
     assert listener.wait(0.3) is False
 
