@@ -149,6 +149,9 @@ WHATSAPP_TEMPLATE_LANGUAGE: str = env.str("WHATSAPP_TEMPLATE_LANGUAGE", default=
 WHATSAPP_TEMPLATE_BODY_PARAMETERS: list[str] = env.list("WHATSAPP_TEMPLATE_BODY_PARAMETERS", default=[])
 # The 24-hour window is treated as closed this long before it really closes: a reply must not race it.
 WHATSAPP_WINDOW_MARGIN_SECONDS: int = env.int("WHATSAPP_WINDOW_MARGIN_SECONDS", default=300)
+# The WhatsApp Business Account id: `check_whatsapp_template` lists its templates; template webhooks of any
+# other account are ignored (unset: all are recorded).
+WHATSAPP_BUSINESS_ACCOUNT_ID: str = env.str("WHATSAPP_BUSINESS_ACCOUNT_ID", default="")
 
 # OPENAI (the SDK reads OPENAI_API_KEY and OPENAI_BASE_URL itself; they are read here to check and pass them)
 # ------------------------------------------------------------------------------
@@ -189,6 +192,50 @@ OUTBOUND_HANDOFF_MESSAGE: str = env.str(
     default="Thanks! A person from our team will answer you here as soon as possible.",
 )
 OUTBOUND_HANDOFF_BUTTON: str = env.str("OUTBOUND_HANDOFF_BUTTON", default="")
+# Mark the customer's message read and show "typing…" while a reply is generated (best effort: a failure
+# or a timeout is logged and never delays the reply by more than the timeout, never costs an attempt).
+OUTBOUND_TYPING_INDICATOR: bool = env.bool("OUTBOUND_TYPING_INDICATOR", default=True)
+OUTBOUND_TYPING_INDICATOR_TIMEOUT: float = env.float("OUTBOUND_TYPING_INDICATOR_TIMEOUT", default=2.0)
+# Opt-out and opt-in: a message that is only one of these words (any case, surrounding punctuation ignored)
+# stops the bot's replies for that customer, or starts them again; each change is confirmed once.
+OUTBOUND_OPT_OUT_KEYWORDS: list[str] = env.list(
+    "OUTBOUND_OPT_OUT_KEYWORDS",
+    default=[
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "PARAR",
+        "DETENER",
+        "BAJA",
+        "ARRÊT",
+        "ARRET",
+        "STOPP",
+        "ABMELDEN",
+        "DISISCRIVI",
+    ],
+)
+OUTBOUND_OPT_IN_KEYWORDS: list[str] = env.list(
+    "OUTBOUND_OPT_IN_KEYWORDS",
+    default=[
+        "START",
+        "UNSTOP",
+        "SUBSCRIBE",
+        "INICIAR",
+        "COMENZAR",
+        "ALTA",
+        "DÉMARRER",
+        "DEMARRER",
+        "ANMELDEN",
+    ],
+)
+OUTBOUND_OPT_OUT_MESSAGE: str = env.str(
+    "OUTBOUND_OPT_OUT_MESSAGE",
+    default="You will get no more automatic replies from us here. Send START at any time to turn them back on.",
+)
+OUTBOUND_OPT_IN_MESSAGE: str = env.str(
+    "OUTBOUND_OPT_IN_MESSAGE",
+    default="Welcome back! We will answer your messages here again. Send STOP at any time to stop.",
+)
 # /healthz reports 503 when no worker run has finished for this long.
 OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
 # How many knowledge entries (the most relevant to the customer's recent messages) the model sees per reply.

@@ -24,7 +24,18 @@ class ConsoleSender(WhatsAppClient):
             access_token="", phone_number_id=phone_number_id, base_url="", api_version=api_version
         )
 
-    def _request(self, method: str, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def mark_read(self, *, message_id: str, typing: bool, timeout: float) -> bool:
+        """Log the read receipt (and typing indicator) that would go to Meta."""
+        logger.warning(
+            "console_sender NOT SENT (OUTBOUND_SENDER=console) read receipt message_id=%s typing=%s",
+            message_id,
+            typing,
+        )
+        return True
+
+    def _request(
+        self, method: str, url: str, payload: dict[str, Any] | None, **options: Any
+    ) -> dict[str, Any]:
         # The console sender exists to show the request, message text included; it never runs in production.
         logger.warning(
             "console_sender NOT SENT (OUTBOUND_SENDER=console) %s %s %s", method, url, json.dumps(payload)

@@ -54,10 +54,38 @@ class ParsedStatus:
     errors: tuple[StatusError, ...] = ()
 
 
+@dataclass(frozen=True)
+class ParsedPreference:
+    """A `user_preferences` webhook item: the customer stopped or resumed marketing messages (§12.4)."""
+
+    wa_id: str | None
+    user_id: str | None
+    category: str
+    value: str
+    timestamp: datetime
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ParsedTemplateEvent:
+    """A `message_template_status_update` (`status` set) or `template_category_update` (`category` set)."""
+
+    name: str
+    language: str
+    template_id: str
+    status: str = ""
+    category: str = ""
+    reason: str = ""
+    # The WhatsApp Business Account the entry is for (`entry[].id`).
+    account_id: str = ""
+
+
 @dataclass
 class ParsedWebhook:
     messages: list[ParsedMessage] = field(default_factory=list)
     statuses: list[ParsedStatus] = field(default_factory=list)
     echoes: list[ParsedEcho] = field(default_factory=list)
+    preferences: list[ParsedPreference] = field(default_factory=list)
+    templates: list[ParsedTemplateEvent] = field(default_factory=list)
     # Human-readable reasons for everything well-signed that we did not turn into a message or status.
     skipped: list[str] = field(default_factory=list)

@@ -26,7 +26,8 @@ class Action(enum.Enum):
 # Meta's codes (Meta's error code reference; the README's "Graph API error policy" table). Unlisted 4xx → FAIL.
 RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131057, 133004})
 # Listed so that they fail whatever HTTP status carries them (Meta: build on the code, not the status).
-FAIL_CODES = frozenset({100, 131008, 131009, 131026, 131051, 132000, 132001, 132015, 132016})
+# 131050: the customer stopped marketing messages (Meta: "Do not retry"); the contact records it.
+FAIL_CODES = frozenset({100, 131008, 131009, 131026, 131050, 131051, 132000, 132001, 132015, 132016})
 AUTH_CODES = frozenset({0, 3, 10, 190, 131005}) | frozenset(range(200, 300))
 ACTIONS: dict[int, Action] = {
     **{code: Action.RETRY for code in RETRY_CODES},

@@ -64,6 +64,8 @@ class Sender(Protocol):
         callback_data: str,
     ) -> SendResult: ...
 
+    def mark_read(self, *, message_id: str, typing: bool, timeout: float) -> bool: ...
+
 
 def text_message(*, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> dict[str, Any]:
     """The JSON body of a text message, quoted as a reply to `reply_to` when given."""
@@ -136,7 +138,9 @@ class WhatsAppClient:
         session: requests.Session | None = None,
     ) -> None:
         self._access_token = access_token
-        self._messages_url = f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+        self._base_url = base_url.rstrip("/")
+        self._api_version = api_version
+        self._messages_url = f"{self._base_url}/{api_version}/{phone_number_id}/messages"
         self._timeout = timeout
         self._session = session or requests.Session()
 
@@ -181,6 +185,47 @@ class WhatsAppClient:
             buttons_message(to=to, body=body, buttons=buttons, reply_to=reply_to, callback_data=callback_data)
         )
 
+    def mark_read(self, *, message_id: str, typing: bool, timeout: float) -> bool:
+        """Mark the customer's message (and the earlier ones) read and, with `typing`, show "typing…" until we
+        reply or for 25 s. True when Meta answered `{"success": true}`; errors raise like any request (the
+        caller treats them as best effort) but are logged at INFO, not as failures.
+
+        https://developers.facebook.com/documentation/business-messaging/whatsapp/typing-indicators
+        """
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+        }
+        if typing:
+            payload["typing_indicator"] = {"type": "text"}
+        body = self._request("POST", self._messages_url, payload, timeout=timeout, error_level=logging.INFO)
+        return body.get("success") is True
+
+    def message_templates(self, *, account_id: str, name: str) -> list[dict[str, Any]]:
+        """The business account's templates called `name` (one per language), with status and category.
+
+        https://developers.facebook.com/docs/graph-api/reference/whats-app-business-account/message_templates/
+        """
+        url = f"{self._base_url}/{self._api_version}/{account_id}/message_templates"
+        body = self._request(
+            "GET",
+            url,
+            None,
+            params={
+                "name": name,
+                "fields": "name,language,status,category,id,rejected_reason",
+                "limit": "100",
+            },
+        )
+        data = body.get("data")
+        # `name` filters by prefix on Meta's side: keep the exact name only.
+        return (
+            [t for t in data if isinstance(t, dict) and t.get("name") == name]
+            if isinstance(data, list)
+            else []
+        )
+
     def _send(self, message: dict[str, Any]) -> SendResult:
         body = self._request("POST", self._messages_url, message)
         messages = body.get("messages")
@@ -197,12 +242,26 @@ class WhatsAppClient:
             response=body,
         )
 
-    def _request(self, method: str, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        payload: dict[str, Any] | None,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+        error_level: int = logging.WARNING,
+    ) -> dict[str, Any]:
         """The one place that talks to Meta: auth header, timeout, logging and error conversion."""
         headers = {"Authorization": f"Bearer {self._access_token}", "User-Agent": USER_AGENT}
         try:
             response = self._session.request(
-                method, url, json=payload, headers=headers, timeout=self._timeout
+                method,
+                url,
+                json=payload,
+                params=params,
+                headers=headers,
+                timeout=self._timeout if timeout is None else timeout,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             # A connect failure never reached Meta; anything later (read timeout, reset) may have.
@@ -228,7 +287,7 @@ class WhatsAppClient:
                 body if body is not None else response.text,
                 secrets=(self._access_token,),
             )
-            logger.warning("graph_error method=%s %s", method, error.describe())
+            logger.log(error_level, "graph_error method=%s %s", method, error.describe())
             raise error
         if not isinstance(body, dict):
             raise GraphResponseLost(f"{response.status_code} response that is not a JSON object")

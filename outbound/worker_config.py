@@ -56,6 +56,16 @@ class WorkerConfig:
     # "Talk to a person" button title offered in bot replies (empty: no button).
     handoff_message: str = "Thanks! A person from our team will answer you here as soon as possible."
     handoff_button: str = ""
+    # Mark the customer's message read with "typing…" before asking the model (best effort, short timeout).
+    typing_indicator: bool = False
+    typing_indicator_timeout: float = 2.0
+    # The confirmations of a customer's STOP and START (outbound.services.optout).
+    opt_out_message: str = (
+        "You will get no more automatic replies from us here. Send START to turn them back on."
+    )
+    opt_in_message: str = (
+        "Welcome back! We will answer your messages here again. Send STOP at any time to stop."
+    )
 
 
 def worker_config_from_settings() -> WorkerConfig:
@@ -100,6 +110,10 @@ def worker_config_from_settings() -> WorkerConfig:
         knowledge_top_k=settings.OUTBOUND_KNOWLEDGE_TOP_K,
         handoff_message=settings.OUTBOUND_HANDOFF_MESSAGE.strip(),
         handoff_button=settings.OUTBOUND_HANDOFF_BUTTON.strip(),
+        typing_indicator=settings.OUTBOUND_TYPING_INDICATOR,
+        typing_indicator_timeout=settings.OUTBOUND_TYPING_INDICATOR_TIMEOUT,
+        opt_out_message=settings.OUTBOUND_OPT_OUT_MESSAGE.strip(),
+        opt_in_message=settings.OUTBOUND_OPT_IN_MESSAGE.strip(),
         secrets=tuple(
             s
             for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)

@@ -25,6 +25,9 @@ OPENAI_BASE_URL = os.environ.get("TEST_OPENAI_BASE_URL", "http://openai.test/v1"
 OUTBOUND_SENDER = "graph"
 OUTBOUND_REPLY_GENERATOR = "openai"
 OUTBOUND_RETRY_BASE_SECONDS = 30.0
+# The read receipt / typing indicator is one more Graph call per reply: off for the suite, whose tests script
+# Graph's answers call by call; tests/outbound/test_typing_indicator.py turns it on.
+OUTBOUND_TYPING_INDICATOR = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 SECURE_SSL_REDIRECT = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -14,9 +14,18 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from outbound.inbound import ParsedEcho, ParsedMessage, ParsedStatus, ParsedWebhook, StatusError
+from outbound.inbound import (
+    ParsedEcho,
+    ParsedMessage,
+    ParsedPreference,
+    ParsedStatus,
+    ParsedTemplateEvent,
+    ParsedWebhook,
+    StatusError,
+)
 from outbound.vocabulary import (
     DELIVERY_STATUS_ALIASES,
     ERROR_CODE_RANGE,
@@ -106,7 +115,18 @@ def parse_webhook(payload: Any, *, phone_number_ids: Collection[str]) -> ParsedW
         for change in _dicts(entry.get("changes"), "changes", result):
             value = change.get("value")
             kind = change.get("field")
-            if kind not in ("messages", ECHOES_FIELD) or not isinstance(value, dict):
+            if kind in TEMPLATE_FIELDS and isinstance(value, dict):
+                # Templates belong to the business account (`entry.id`), not to a business number.
+                account = str(entry.get("id") or "")[:64]
+                _collect(
+                    result.templates,
+                    result.skipped,
+                    "template",
+                    value,
+                    partial(_parse_template, account=account),
+                )
+                continue
+            if kind not in ("messages", ECHOES_FIELD, PREFERENCES_FIELD) or not isinstance(value, dict):
                 result.skipped.append(f"field={kind!r}")
                 continue
             _parse_value(value, result, phone_number_ids)
@@ -115,6 +135,11 @@ def parse_webhook(payload: Any, *, phone_number_ids: Collection[str]) -> ParsedW
 
 # The owner answering from the WhatsApp Business app on the same number (coexistence, §12.3).
 ECHOES_FIELD = "smb_message_echoes"
+# Marketing messages stopped or resumed (§12.4):
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/user_preferences
+PREFERENCES_FIELD = "user_preferences"
+# Template health (§12.5; shapes as in pywa's fixtures tests/data/updates/template_*_update.json).
+TEMPLATE_FIELDS = frozenset({"message_template_status_update", "template_category_update"})
 
 
 def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids: Collection[str]) -> None:
@@ -139,6 +164,8 @@ def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids:
         _collect(result.statuses, result.skipped, "status", raw, lambda s: _parse_status(s, number))
     for raw in _dicts(value.get("message_echoes"), "message_echoes", result):
         _collect(result.echoes, result.skipped, "echo", raw, lambda e: _parse_echo(e, number))
+    for raw in _dicts(value.get("user_preferences"), "user_preferences", result):
+        _collect(result.preferences, result.skipped, "preference", raw, _parse_preference)
 
 
 def _collect(
@@ -261,6 +288,49 @@ def _parse_echo(raw: dict[str, Any], phone_number_id: str) -> ParsedEcho:
         timestamp=parse_timestamp(raw.get("timestamp")),
         raw=raw,
         phone_number_id=phone_number_id,
+    )
+
+
+def _parse_preference(raw: dict[str, Any]) -> ParsedPreference:
+    """`{"wa_id", "detail", "category": "marketing_messages", "value": "stop" | "resume", "timestamp"}`."""
+    wa_id = _optional_str(raw.get("wa_id"), WA_ID_MAX_LENGTH)
+    user_id = _optional_str(raw.get("user_id"), USER_ID_MAX_LENGTH)
+    if not wa_id and not user_id:
+        raise ValueError("no customer: neither 'wa_id' nor 'user_id'")
+    value = raw.get("value")
+    if value not in ("stop", "resume"):
+        raise ValueError(f"unknown preference value {str(value)[:40]!r}")
+    return ParsedPreference(
+        wa_id=wa_id,
+        user_id=user_id,
+        category=str(raw.get("category") or "")[:64],
+        value=value,
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        detail=str(raw.get("detail") or "")[:500],
+    )
+
+
+def _parse_template(raw: dict[str, Any], *, account: str) -> ParsedTemplateEvent:
+    """A template's new status (`event`) or category (`new_category`), by name and language."""
+    name = _required_str(raw, "message_template_name")
+    language = raw.get("message_template_language")
+    template_id = raw.get("message_template_id")
+    event = raw.get("event")
+    category = raw.get("new_category")
+    if not isinstance(event, str) and not isinstance(category, str):
+        raise ValueError("neither 'event' nor 'new_category'")
+    reason = raw.get("reason")
+    other = raw.get("other_info")
+    description = other.get("description") if isinstance(other, dict) else None
+    reasons = [str(r) for r in (reason, description) if r and str(r).upper() != "NONE"]
+    return ParsedTemplateEvent(
+        name=name[:512],
+        language=language[:32] if isinstance(language, str) else "",
+        template_id=str(template_id)[:64] if isinstance(template_id, int | str) else "",
+        status=event[:64] if isinstance(event, str) else "",
+        category=category[:64] if isinstance(category, str) else "",
+        reason="; ".join(reasons)[:1000],
+        account_id=account,
     )
 
 

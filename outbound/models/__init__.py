@@ -1,7 +1,15 @@
 """The domain's tables: contacts (with their bot state) and their messages both ways, reply jobs and their
-state machine, worker heartbeats, the business's knowledge and the reply settings, the shared send schedule."""
+state machine, worker heartbeats, the business's knowledge and the reply settings, the shared send schedule,
+and what Meta last said about the message templates."""
 
-from outbound.models.contacts import BotPauseReason, Contact, EchoMessage, InboundMessage, bot_paused_q
+from outbound.models.contacts import (
+    BotPauseReason,
+    Contact,
+    EchoMessage,
+    InboundMessage,
+    MarketingPreference,
+    bot_paused_q,
+)
 from outbound.models.heartbeat import WorkerHeartbeat
 from outbound.models.job_people import BotPaused
 from outbound.models.jobs import OutboundJob, OutboundJobQuerySet
@@ -15,6 +23,7 @@ from outbound.models.states import (
     JobChanged,
     error_log_append,
 )
+from outbound.models.templates import WhatsAppTemplate
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -28,10 +37,12 @@ __all__ = [
     "InboundMessage",
     "JobChanged",
     "KnowledgeEntry",
+    "MarketingPreference",
     "OutboundJob",
     "OutboundJobQuerySet",
     "ReplySettings",
     "SendSchedule",
+    "WhatsAppTemplate",
     "WorkerHeartbeat",
     "bot_paused_q",
     "error_log_append",

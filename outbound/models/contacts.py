@@ -38,6 +38,15 @@ class BotPauseReason(models.TextChoices):
     """An `smb_message_echoes` webhook: the owner answered from the phone app on the same number."""
 
 
+class MarketingPreference(models.TextChoices):
+    """What the customer told Meta about marketing messages (`user_preferences` webhook, §12.4)."""
+
+    STOP = "stop", "stopped"
+    """The customer stopped marketing messages (sends of them fail with 131050)."""
+    RESUME = "resume", "resumed"
+    """The customer asked for marketing messages again."""
+
+
 def bot_paused_q(*, now: datetime, hours: int | None = None, prefix: str = "") -> Q:
     """The rows whose bot is paused right now: paused, and not yet past OUTBOUND_HANDOFF_HOURS of quiet.
 
@@ -56,6 +65,7 @@ class Contact(models.Model):
     """A WhatsApp user who has written to the business number."""
 
     PauseReason = BotPauseReason
+    Marketing = MarketingPreference
 
     # Meta omits the phone number for username users (2026 identity change): then only the BSUID is known.
     wa_id = models.CharField(
@@ -91,6 +101,30 @@ class Contact(models.Model):
     bot_human_at = models.DateTimeField("last human activity", null=True, blank=True)
     # When the customer (or the model) asked for a person and nobody has answered yet.
     handoff_requested_at = models.DateTimeField("waiting for a person since", null=True, blank=True)
+
+    # Opt-out (outbound.services.optout writes it): the customer sent STOP (or staff opted them out); the bot
+    # sends them nothing until START. Null: opted in.
+    opted_out_at = models.DateTimeField("opted out since", null=True, blank=True, db_index=True)
+    opted_out_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name="opted out by",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the staff member who opted the customer out; empty when the customer sent the keyword",
+    )
+    # When the opt state last changed (Meta's timestamp of the keyword message, or the staff action's time):
+    # an older STOP or START redelivered later cannot undo a newer change.
+    opt_changed_at = models.DateTimeField("opt state changed at", null=True, blank=True)
+    # Meta's `user_preferences` webhook and error 131050: whether the customer stopped marketing messages.
+    marketing_preference = models.CharField(
+        "marketing messages",
+        max_length=max(len(v) for v in MarketingPreference.values),
+        choices=MarketingPreference.choices,
+        blank=True,
+    )
+    marketing_preference_at = models.DateTimeField("marketing preference since", null=True, blank=True)
 
     class Meta:
         db_table = "webhooks_contact"

@@ -66,15 +66,20 @@ class PeopleTransitions:
             send_started_at=None,
         )
 
-    def mark_no_reply(self, *, token: uuid.UUID, log: dict[str, Any] | None = None) -> None:
-        """The model decided the message needs no answer: nothing is sent."""
+    def mark_no_reply(
+        self, *, token: uuid.UUID, log: dict[str, Any] | None = None, why: str | None = None
+    ) -> None:
+        """Nothing is sent: the model decided the message needs no answer, or (`why`, recorded in the error
+        log for staff) the customer opted out."""
         self._transition(
             JobStatus.NO_REPLY,
             event=Event.NO_REPLY,
             fence=token,
             log=log,
+            error=f"phase=opt_out not sent: {why}" if why else None,
             claim_token=None,
             claimed_at=None,
+            send_started_at=None,
         )
 
     def mark_retried_by_staff(self) -> None:

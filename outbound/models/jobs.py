@@ -227,8 +227,9 @@ class OutboundJob(PeopleTransitions, models.Model):
     def mark_send_started(self, *, token: uuid.UUID, send_as: str) -> None:
         """Record that the Graph call is about to go out: from here on, never send blindly again.
 
-        A bot reply whose contact's bot is paused is refused in the same UPDATE (`BotPaused`): the pause is
-        checked at the last moment before the Graph call, so a person who took over is never talked over.
+        A bot reply whose contact's bot is paused, or who opted out, is refused in the same UPDATE
+        (`BotPaused`): checked at the last moment before the Graph call, so a person who took over is never
+        talked over and a STOP is honoured even for a reply generated before it.
         """
         now = timezone.now()
         self._transition(
@@ -237,7 +238,10 @@ class OutboundJob(PeopleTransitions, models.Model):
             fence=token,
             send_started_at=now,
             send_as=send_as,
-            unless=None if self.kind in SENT_WHILE_PAUSED else bot_paused_q(now=now, prefix="contact__"),
+            # A bot reply is also refused once the customer opted out (STOP), in the same UPDATE.
+            unless=None
+            if self.kind in SENT_WHILE_PAUSED
+            else bot_paused_q(now=now, prefix="contact__") | Q(contact__opted_out_at__isnull=False),
         )
 
     def mark_sent(

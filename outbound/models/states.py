@@ -56,10 +56,17 @@ class JobKind(models.TextChoices):
     """A staff member's words from the admin; sent whatever the bot's state."""
     HANDOFF = "HANDOFF", "handoff message"
     """OUTBOUND_HANDOFF_MESSAGE, sent once when the conversation is handed to a person."""
+    OPT_OUT = "OPT_OUT", "opt-out confirmation"
+    """OUTBOUND_OPT_OUT_MESSAGE: the answer to the customer's STOP (its job, converted at ingest)."""
+    OPT_IN = "OPT_IN", "opt-in confirmation"
+    """OUTBOUND_OPT_IN_MESSAGE: the answer to the customer's START."""
 
 
-# Kinds a paused bot does not hold back: people's words, and the one message announcing the handoff.
-SENT_WHILE_PAUSED = frozenset({JobKind.STAFF, JobKind.HANDOFF})
+# Kinds a paused bot does not hold back: people's words, the one message announcing the handoff, and the
+# confirmations of an opt-out or opt-in (the customer's request is honoured whoever holds the conversation).
+SENT_WHILE_PAUSED = frozenset({JobKind.STAFF, JobKind.HANDOFF, JobKind.OPT_OUT, JobKind.OPT_IN})
+# Kinds that answer an opt keyword: replies, so never sent as the template outside the 24-hour window.
+OPT_CONFIRMATIONS = frozenset({JobKind.OPT_OUT, JobKind.OPT_IN})
 
 
 class SendAs(models.TextChoices):
@@ -114,7 +121,7 @@ class Event(enum.StrEnum):
     HANDED_OFF = "handed_off"
     """A person took over: the bot's reply is never sent."""
     NO_REPLY = "no_reply"
-    """The model said the message needs no answer."""
+    """Nothing to send: the model said the message needs no answer, or the customer opted out."""
 
 
 S = JobStatus
@@ -123,7 +130,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.GENERATING, S.SUPERSEDED, S.CANCELLED, S.HANDED_OFF}),
     S.GENERATING: frozenset({S.READY_TO_SEND, S.PENDING, S.FAILED, S.HANDED_OFF, S.NO_REPLY}),
     S.READY_TO_SEND: frozenset(
-        {S.READY_TO_SEND, S.SENT, S.FAILED, S.PENDING, S.SUPERSEDED, S.CANCELLED, S.HANDED_OFF}
+        {S.READY_TO_SEND, S.SENT, S.FAILED, S.PENDING, S.SUPERSEDED, S.CANCELLED, S.HANDED_OFF, S.NO_REPLY}
     ),
     S.SENT: frozenset({S.READY_TO_SEND}),
     S.FAILED: frozenset({S.PENDING, S.READY_TO_SEND, S.SENT, S.CANCELLED}),
@@ -155,7 +162,8 @@ EVENT_SOURCES: dict[Event, frozenset[str]] = {
     Event.HELD: frozenset({S.GENERATING}),
     # A worker's claimed job (fenced), or an open job nobody holds when a person takes over.
     Event.HANDED_OFF: frozenset({S.PENDING, S.GENERATING, S.READY_TO_SEND}),
-    Event.NO_REPLY: frozenset({S.GENERATING}),
+    # READY_TO_SEND: a bot reply generated before the customer opted out is never sent.
+    Event.NO_REPLY: frozenset({S.GENERATING, S.READY_TO_SEND}),
 }
 
 

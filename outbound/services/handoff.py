@@ -140,6 +140,10 @@ def contact_staff_reply(
         now=now,
         margin_seconds=settings.WHATSAPP_WINDOW_MARGIN_SECONDS,
     )
+    if contact.opted_out_at is not None:
+        raise StaffReplyRefused(
+            "the customer opted out (STOP): opt them back in first, only if they asked you to"
+        )
     if template:
         if not settings.WHATSAPP_TEMPLATE_NAME:
             raise StaffReplyRefused("no template is configured (WHATSAPP_TEMPLATE_NAME)")

@@ -27,7 +27,10 @@ from outbound.inbound import ParsedMessage, ParsedWebhook
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.services import ingest_sql
 from outbound.services.echoes import echoes_record
+from outbound.services.optout import contacts_opt_apply, keyword_messages
+from outbound.services.preferences import contacts_record_preferences
 from outbound.services.statuses import StatusCounts, outbound_jobs_record_statuses
+from outbound.services.templates import whatsapp_templates_record
 from outbound.wakeup import outbound_jobs_notify
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,9 @@ class IngestResult:
     failed: int = 0
     # New messages the owner sent from the WhatsApp Business app (each pauses the bot for its customer).
     echoes: int = 0
+    # Marketing preferences recorded on contacts (`user_preferences`) and template events recorded.
+    preferences: int = 0
+    templates: int = 0
 
 
 def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
@@ -56,7 +62,10 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
     """
     result = IngestResult(messages=len(parsed.messages))
     messages = list({m.wamid: m for m in parsed.messages}.values())
-    if messages and not parsed.statuses and ingest_sql.fits(messages):
+    # STOP / START change the contact and their job in the same transaction (rare: the ORM path below).
+    keywords = keyword_messages(messages)
+    others = parsed.statuses or parsed.preferences or parsed.templates
+    if messages and not others and not keywords and ingest_sql.fits(messages):
         # The common POST (a customer's message) on PostgreSQL: one statement, itself one transaction; a
         # savepoint only when a caller's transaction is open, so that a refused batch leaves it usable.
         try:
@@ -74,9 +83,15 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
         if messages:
             contacts = _upsert_contacts(messages)
             result.new_messages, result.jobs = _store_messages(messages, contacts)
+            if keywords:
+                contacts_opt_apply(keywords=keywords, contacts=contacts)
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
         if parsed.echoes:
             result.echoes = echoes_record(echoes=parsed.echoes)
+        if parsed.preferences:
+            result.preferences = contacts_record_preferences(preferences=parsed.preferences)
+        if parsed.templates:
+            result.templates = whatsapp_templates_record(events=parsed.templates)
         if result.jobs:
             # Delivered on commit: an idle worker wakes and answers within milliseconds, not at its next poll.
             outbound_jobs_notify()
@@ -119,6 +134,22 @@ def webhook_ingest_each(*, parsed: ParsedWebhook) -> IngestResult:
             result.failed += 1
         else:
             result.echoes += one.echoes
+    for preference in parsed.preferences:
+        one = _ingest_one(
+            ParsedWebhook(preferences=[preference]),
+            "preference",
+            preference.wa_id or preference.user_id or "?",
+        )
+        if one is None:
+            result.failed += 1
+        else:
+            result.preferences += one.preferences
+    for event in parsed.templates:
+        one = _ingest_one(ParsedWebhook(templates=[event]), "template", event.name)
+        if one is None:
+            result.failed += 1
+        else:
+            result.templates += one.templates
     return result
 
 

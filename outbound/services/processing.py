@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import DatabaseError
 from django.utils import timezone
@@ -20,6 +21,7 @@ from outbound.exceptions import (
     GraphConnectError,
     GraphError,
     GraphResponseLost,
+    OutboundError,
     ReplyConfigurationError,
     ReplyPermanentError,
     ReplyTransientError,
@@ -27,6 +29,7 @@ from outbound.exceptions import (
 )
 from outbound.knowledge import knowledge_search, question_from
 from outbound.models import BotPaused, BotPauseReason, Contact, JobChanged, OutboundJob
+from outbound.models.states import OPT_CONFIRMATIONS
 from outbound.redaction import redact
 from outbound.replies import ReplyAction
 from outbound.retry import (
@@ -41,6 +44,13 @@ from outbound.services.handoff import (
     outbound_job_asks_for_a_person,
     outbound_job_hand_off,
     outbound_job_step_back,
+)
+from outbound.services.optout import opt_out_reason
+from outbound.services.preferences import MARKETING_STOPPED_CODE, contact_record_marketing_preference
+from outbound.services.templates import (
+    TEMPLATE_STATUS_CODES,
+    template_refusal,
+    whatsapp_template_record_send_error,
 )
 from outbound.vocabulary import BUTTON_BODY_LIMIT, HANDOFF_BUTTON_ID
 from outbound.whatsapp import Recipient, SendResult
@@ -134,10 +144,16 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
     # window look shorter than it is: the safe side.
     contact = job.contact
     now = timezone.now()
+    if job.kind in OPT_CONFIRMATIONS:
+        return _confirm_opt(job, token, config, now=now)
     if job.kind == OutboundJob.Kind.BOT:
         # A person may have taken over since the claim read the contact: one small read spares a model call
         # (seconds, and money) whose reply could not be sent anyway (the send's UPDATE refuses it: BotPaused).
-        contact.refresh_from_db(fields=["bot_paused_at", "bot_human_at"])
+        # The same read tells whether the customer opted out (STOP): then nothing is generated or sent.
+        contact.refresh_from_db(fields=["bot_paused_at", "bot_human_at", "opted_out_at", "opted_out_by"])
+        if contact.opted_out_at is not None:
+            job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})
+            return Outcome.NO_REPLY
         if contact.bot_paused(now=now):
             outbound_job_step_back(job=job, token=token, why="the bot was paused")
             return Outcome.HELD
@@ -151,6 +167,7 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         return Outcome.GENERATED
     if outbound_job_asks_for_a_person(job=job):
         return _hand_off(job, token, config, reason=BotPauseReason.CUSTOMER_ASKED)
+    _show_typing(job, config)
     conversation = conversation_for(job=job, limit=config.history_messages)
     # Read for each reply: staff edits to the prompt and the entries apply to a running --loop worker.
     knowledge = knowledge_search(question=question_from(conversation), limit=config.knowledge_top_k)
@@ -212,6 +229,40 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
     return Outcome.GENERATED
 
 
+def _confirm_opt(job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, now: datetime) -> Outcome:
+    """The answer to the customer's STOP or START: the configured text, no model call, inside the window only."""
+    opt_out = job.kind == OutboundJob.Kind.OPT_OUT
+    message = config.opt_out_message if opt_out else config.opt_in_message
+    if not is_window_open(
+        last_inbound_at=job.contact.last_inbound_at, now=now, margin_seconds=config.window_margin_seconds
+    ):
+        job.mark_no_reply(
+            token=token,
+            why="the 24-hour window closed before the confirmation went (never sent as a template)",
+        )
+        return Outcome.NO_REPLY
+    if not message:
+        setting = "OUTBOUND_OPT_OUT_MESSAGE" if opt_out else "OUTBOUND_OPT_IN_MESSAGE"
+        job.mark_no_reply(token=token, why=f"{setting} is empty: no confirmation is sent")
+        return Outcome.NO_REPLY
+    job.mark_generated(token=token, content=message, send_as=OutboundJob.SendAs.TEXT, log={"opt": job.kind})
+    return Outcome.GENERATED
+
+
+def _show_typing(job: OutboundJob, config: WorkerConfig) -> None:
+    """Mark the customer's latest message read with "typing…" before the model is asked (Meta: only when we
+    are going to answer). Best effort: bounded by its own short timeout, and a failure is logged at INFO and
+    forgotten: no attempt is spent, nothing goes to the job's error log, the reply goes on."""
+    if not config.typing_indicator or job.inbound_message is None:
+        return
+    try:
+        config.sender.mark_read(
+            message_id=job.inbound_message.wamid, typing=True, timeout=config.typing_indicator_timeout
+        )
+    except OutboundError as exc:
+        logger.info("typing_indicator_failed job_id=%s %s", job.pk, redact(str(exc), config.secrets)[:300])
+
+
 def _hand_off(
     job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, reason: str, error: str | None = None
 ) -> Outcome:
@@ -233,6 +284,19 @@ def _send(
         margin_seconds=config.window_margin_seconds,
     )
     send_as = job.send_as if in_window else OutboundJob.SendAs.TEMPLATE
+    if not in_window and job.kind in OPT_CONFIRMATIONS:
+        job.mark_failed(
+            token=token,
+            error=_error_line(
+                job,
+                "send",
+                "the 24-hour window closed before this confirmation went; it is a reply to the customer's "
+                "keyword, never sent as a template",
+                config,
+            ),
+            log={"in_window": in_window},
+        )
+        return Outcome.FAILED
     if send_as == OutboundJob.SendAs.TEMPLATE and not config.template_name:
         job.mark_failed(
             token=token,
@@ -246,10 +310,24 @@ def _send(
             log={"in_window": in_window},
         )
         return Outcome.FAILED
+    if send_as == OutboundJob.SendAs.TEMPLATE:
+        # One small read, for template sends only: a template Meta reported paused or disabled fails here
+        # with that reason, instead of a Graph error on every attempt.
+        refusal = template_refusal(name=config.template_name, language=config.template_language)
+        if refusal:
+            job.mark_failed(
+                token=token, error=_error_line(job, "send", refusal, config), log={"in_window": False}
+            )
+            return Outcome.FAILED
     config.rate_limiter.acquire()
     try:
         job.mark_send_started(token=token, send_as=send_as)
     except BotPaused:
+        contact.refresh_from_db(fields=["opted_out_at", "opted_out_by"])
+        if contact.opted_out_at is not None:
+            # The customer sent STOP after this reply was generated: never sent (checked in the same UPDATE).
+            job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})
+            return Outcome.NO_REPLY
         # A person took over after this reply was generated: it is never sent (checked in the same UPDATE).
         outbound_job_step_back(job=job, token=token, why="a person took the conversation over first")
         return Outcome.HANDED_OFF
@@ -322,7 +400,19 @@ def _handle_graph_error(
     action = graph_error_action(exc)
     line = _error_line(job, "send", exc.describe(), config)
     log: dict[str, object] = {"fbtrace_id": exc.fbtrace_id, "code": exc.code}
-    if action is Action.TEMPLATE and job.send_as == OutboundJob.SendAs.TEXT and allow_template_switch:
+    if exc.code == MARKETING_STOPPED_CODE:
+        contact_record_marketing_preference(contact_id=job.contact_id, value="stop")
+    if exc.code in TEMPLATE_STATUS_CODES and job.send_as == OutboundJob.SendAs.TEMPLATE:
+        # Meta paused or disabled the template: the next jobs fail before calling Meta (template_refusal).
+        whatsapp_template_record_send_error(
+            name=config.template_name, language=config.template_language, code=exc.code, message=exc.message
+        )
+    if (
+        action is Action.TEMPLATE
+        and job.send_as == OutboundJob.SendAs.TEXT
+        and job.kind not in OPT_CONFIRMATIONS
+        and allow_template_switch
+    ):
         job.mark_switch_to_template(token=token, error=line)
         return _send(job, token, config, allow_template_switch=False)
     if action is Action.RETRY:

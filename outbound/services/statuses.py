@@ -10,6 +10,7 @@ from django.db.models import Q
 
 from outbound.inbound import ParsedStatus
 from outbound.models import JobChanged, OutboundJob
+from outbound.services.preferences import MARKETING_STOPPED_CODE, contact_record_marketing_preference
 from outbound.vocabulary import DELIVERY_RANK, DeliveryStatus
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ def _apply_delivery(job: OutboundJob, status: ParsedStatus) -> bool:
     updated = OutboundJob.objects.filter(
         pk=job.pk, wa_message_id=status.wamid, delivery_status__in=lower
     ).update(**fields)
+    if updated and fields.get("delivery_error_code") == MARKETING_STOPPED_CODE:
+        # Meta reports 131050 asynchronously too: the customer stopped marketing messages.
+        contact_record_marketing_preference(contact_id=job.contact_id, value="stop", at=status.timestamp)
     if updated:
         job.delivery_status = status.status
         logger.info(

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from outbound.inbound import ParsedTemplateEvent
 from outbound.models import InboundMessage
 from tests.conftest import SERVED_PHONE_NUMBER_IDS, load, status_payload, text_payload
 from webhooks.payloads import (
@@ -409,9 +410,78 @@ def test_value_level_errors_are_reported():
 
 
 def test_other_fields_are_reported():
+    parsed = parse_webhook(load("account_update.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    assert (parsed.messages, parsed.statuses, parsed.templates) == ([], [], [])
+    assert parsed.skipped == ["field='account_update'"]
+
+
+def test_template_status_update_is_parsed():
     parsed = parse_webhook(load("template_status_update.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
-    assert (parsed.messages, parsed.statuses) == ([], [])
-    assert parsed.skipped == ["field='message_template_status_update'"]
+    assert parsed.skipped == []
+    assert parsed.templates == [
+        ParsedTemplateEvent(
+            name="reply_follow_up",
+            language="en_US",
+            template_id="1234567",
+            status="APPROVED",
+            reason="",  # Meta's "NONE" is no reason
+            account_id="102290129340398",
+        )
+    ]
+
+
+def test_template_paused_keeps_the_reason_and_description():
+    payload = load("template_status_update.json")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value.update(
+        event="PAUSED",
+        reason="LOW_QUALITY",
+        other_info={"title": "FIRST_PAUSE", "description": "Paused for 3 hours: low quality"},
+    )
+    [event] = parse_webhook(payload, phone_number_ids=()).templates
+    assert (event.status, event.reason) == ("PAUSED", "LOW_QUALITY; Paused for 3 hours: low quality")
+
+
+def test_template_category_update_is_parsed():
+    [event] = parse_webhook(
+        load("template_category_update.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS
+    ).templates
+    assert (event.name, event.language, event.status, event.category) == (
+        "reply_follow_up",
+        "en_US",
+        "",
+        "MARKETING",
+    )
+
+
+def test_template_event_without_a_name_is_skipped():
+    payload = load("template_status_update.json")
+    del payload["entry"][0]["changes"][0]["value"]["message_template_name"]
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    assert parsed.templates == []
+    assert len(parsed.skipped) == 1
+    assert "malformed template" in parsed.skipped[0]
+
+
+def test_user_preferences_are_parsed():
+    parsed = parse_webhook(load("user_preferences.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    assert parsed.skipped == []
+    [preference] = parsed.preferences
+    assert (preference.wa_id, preference.category, preference.value, preference.timestamp) == (
+        "16505551234",
+        "marketing_messages",
+        "stop",
+        datetime.fromtimestamp(1731705721, tz=UTC),
+    )
+
+
+def test_user_preferences_for_another_number_or_with_an_unknown_value_are_skipped():
+    assert parse_webhook(load("user_preferences.json"), phone_number_ids=("999",)).preferences == []
+    payload = load("user_preferences.json")
+    payload["entry"][0]["changes"][0]["value"]["user_preferences"][0]["value"] = "maybe"
+    parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    assert parsed.preferences == []
+    assert "unknown preference value 'maybe'" in parsed.skipped[0]
 
 
 def test_object_other_than_whatsapp_is_ignored_whole():

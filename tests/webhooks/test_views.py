@@ -238,7 +238,7 @@ def _without(key: str) -> dict[str, Any]:
 
 OTHER_SHAPES = {
     "value-errors": (load("value_errors.json"), "value error code=130429"),
-    "template-status-update": (load("template_status_update.json"), "field='message_template_status_update'"),
+    "account-update": (load("account_update.json"), "field='account_update'"),
     "object-not-whatsapp": (_set(("object",), "page"), "object='page'"),
     "entry-string": (_set(("entry",), "oops"), "entry is str, not a list"),
     "messages-dict": (_set(("entry", 0, "changes", 0, "value", "messages"), {"id": "x"}), "messages is dict"),

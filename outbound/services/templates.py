@@ -1,0 +1,115 @@
+"""Template health: what Meta says about the business's templates, and whether the fallback may be sent.
+
+Three sources write `WhatsAppTemplate`: the template webhooks (`message_template_status_update`,
+`template_category_update`), the `check_whatsapp_template` command (Graph API listing), and send errors 132015
+(paused) / 132016 (disabled). The worker asks `template_refusal` before sending the configured fallback template:
+a template Meta reported as not approved fails the job with that reason, without a Graph call per attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from outbound.inbound import ParsedTemplateEvent
+from outbound.models import WhatsAppTemplate
+
+logger = logging.getLogger(__name__)
+
+# Send errors that tell the template's status (§8.2).
+TEMPLATE_STATUS_CODES: dict[int, str] = {132015: "PAUSED", 132016: "DISABLED"}
+
+
+def whatsapp_templates_record(*, events: list[ParsedTemplateEvent]) -> int:
+    """Upsert each template event (status or category) by name and language; returns how many were recorded.
+
+    With WHATSAPP_BUSINESS_ACCOUNT_ID set, events of other business accounts are ignored.
+    """
+    account = settings.WHATSAPP_BUSINESS_ACCOUNT_ID
+    recorded = 0
+    for event in events:
+        if account and event.account_id and event.account_id != account:
+            logger.info("template_event_ignored account_id=%s name=%s", event.account_id, event.name)
+            continue
+        fields: dict[str, str] = {"source": WhatsAppTemplate.Source.WEBHOOK}
+        if event.template_id:
+            fields["template_id"] = event.template_id
+        if event.status:
+            fields.update(status=event.status.upper(), reason=event.reason)
+        if event.category:
+            fields["category"] = event.category.upper()
+        whatsapp_template_upsert(name=event.name, language=event.language, **fields)
+        logger.info(
+            "template_event name=%s language=%s status=%s category=%s",
+            event.name,
+            event.language,
+            event.status,
+            event.category,
+        )
+        recorded += 1
+    return recorded
+
+
+def whatsapp_template_upsert(*, name: str, language: str, **fields: str) -> WhatsAppTemplate:
+    """Create or update the row of (name, language) with `fields`."""
+    template, created = WhatsAppTemplate.objects.get_or_create(name=name, language=language, defaults=fields)
+    if not created and fields:
+        for key, value in fields.items():
+            setattr(template, key, value)
+        template.save(update_fields=[*fields, "updated_at"])
+    return template
+
+
+def whatsapp_template_record_send_error(*, name: str, language: str, code: int, message: str) -> None:
+    """A send failed with 132015/132016: record the template as paused/disabled."""
+    status = TEMPLATE_STATUS_CODES.get(code)
+    if status:
+        whatsapp_template_upsert(
+            name=name,
+            language=language,
+            status=status,
+            reason=message[:1000],
+            source=WhatsAppTemplate.Source.SEND_ERROR,
+        )
+
+
+@dataclass(frozen=True)
+class TemplateHealth:
+    """The configured fallback template and what Meta last said about it (None: nothing recorded yet)."""
+
+    name: str
+    language: str
+    recorded: WhatsAppTemplate | None
+
+    @property
+    def approved(self) -> bool | None:
+        return None if self.recorded is None else self.recorded.approved
+
+
+def fallback_template_health() -> TemplateHealth | None:
+    """The configured template's health; None when no template is configured."""
+    name = settings.WHATSAPP_TEMPLATE_NAME
+    if not name:
+        return None
+    language = settings.WHATSAPP_TEMPLATE_LANGUAGE
+    return TemplateHealth(
+        name=name,
+        language=language,
+        recorded=WhatsAppTemplate.objects.filter(name=name, language=language).first(),
+    )
+
+
+def template_refusal(*, name: str, language: str) -> str | None:
+    """Why the template must not be sent (Meta reported it not approved), or None (approved or unknown)."""
+    template = WhatsAppTemplate.objects.filter(name=name, language=language).first()
+    if template is None or template.approved or not template.status:
+        return None
+    reason = f" ({template.reason})" if template.reason else ""
+    return (
+        f"the template “{name}” ({language}) is {template.status}{reason} according to "
+        f"{template.get_source_display()} at {template.updated_at:%Y-%m-%d %H:%M:%S}; Meta refuses to send it "
+        "until it is approved again: fix it in WhatsApp Manager (or set WHATSAPP_TEMPLATE_NAME to an approved "
+        "template), run `manage.py check_whatsapp_template`, then retry the job"
+    )
