@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -108,6 +109,15 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                status, answer, _ = outer.handle(self.path, dict(self.headers), {})
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def _write_broken_tls_record(self) -> None:
                 # An application-data record whose MAC cannot check out, written past the TLS layer.
                 with socket.socket(fileno=os.dup(self.connection.fileno())) as raw:
@@ -182,7 +192,7 @@ class FakeServer:
         elif random_error:
             status, answer = self.plan.error_status, self.plan.error_body or self.default_error()
         else:
-            status, answer = 200, self.success(body)
+            status, answer = 200, self.success_for(path, body)
         with self.lock:
             self.requests.append(
                 {
@@ -201,14 +211,39 @@ class FakeServer:
     def success(self, body: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    def success_for(self, path: str, body: dict[str, Any]) -> Any:
+        """The success answer for a request to `path` (a fake serving several endpoints overrides this)."""
+        return self.success(body)
+
     def default_error(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
 class FakeGraph(FakeServer):
-    """`POST /{version}/{phone-number-id}/messages` answering like Meta's Cloud API."""
+    """`POST /{version}/{phone-number-id}/messages` answering like Meta's Cloud API: sends, and read receipts
+    with the typing indicator (`{"status": "read", ...}` → `{"success": true}`); and
+    `GET /{version}/{waba-id}/message_templates?name=…` listing `templates` (set it to script a status)."""
+
+    templates: list[dict[str, Any]] = [
+        {
+            "name": "reply_follow_up",
+            "language": "en_US",
+            "status": "APPROVED",
+            "category": "UTILITY",
+            "id": "1",
+        }
+    ]
+
+    def success_for(self, path: str, body: dict[str, Any]) -> Any:
+        url = urllib.parse.urlsplit(path)
+        if url.path.endswith("/message_templates"):
+            name = urllib.parse.parse_qs(url.query).get("name", [""])[0]
+            return {"data": [t for t in self.templates if t.get("name", "").startswith(name)], "paging": {}}
+        return self.success(body)
 
     def success(self, body: dict[str, Any]) -> Any:
+        if body.get("status") == "read":
+            return {"success": True}
         message: dict[str, Any] = {"id": f"wamid.fake-{uuid.uuid4().hex}"}
         if body.get("type") == "template":
             message["message_status"] = "accepted"
@@ -224,9 +259,15 @@ class FakeGraph(FakeServer):
 
     # What the tests and benchmarks count
     def accepted(self) -> list[dict[str, Any]]:
-        """Requests that Meta accepted (status 200), dropped or corrupted answers included: they reached Meta."""
+        """Sends that Meta accepted (status 200), dropped or corrupted answers included: they reached Meta.
+        Read receipts and template listings are not sends (`read_receipts`)."""
         with self.lock:
-            return [r for r in self.requests if r["status"] == 200]
+            return [r for r in self.requests if r["status"] == 200 and _is_send(r)]
+
+    def read_receipts(self) -> list[dict[str, Any]]:
+        """Every read receipt / typing indicator request, whatever the answer."""
+        with self.lock:
+            return [r for r in self.requests if r["body"].get("status") == "read"]
 
     def sends_per_job(self) -> Counter[str]:
         """How many accepted sends each job (its biz_opaque_callback_data key) got."""
@@ -235,15 +276,21 @@ class FakeGraph(FakeServer):
         )
 
     def max_in_any_window(self, seconds: float = 1.0) -> int:
-        """The most requests that arrived within any `seconds`-long window."""
+        """The most sends that arrived within any `seconds`-long window (read receipts are not messages)."""
         with self.lock:
-            times = sorted(r["arrived"] for r in self.requests)
+            times = sorted(r["arrived"] for r in self.requests if _is_send(r))
         best, start = 0, 0
         for end, t in enumerate(times):
             while t - times[start] >= seconds:
                 start += 1
             best = max(best, end - start + 1)
         return best
+
+
+def _is_send(request: dict[str, Any]) -> bool:
+    return request["body"].get("status") != "read" and not request["path"].split("?")[0].endswith(
+        "/message_templates"
+    )
 
 
 def graph_error(

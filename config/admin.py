@@ -1,5 +1,5 @@
-"""The admin site: Django's own, with an index page that shows how the replies are doing and which
-conversations wait for a person."""
+"""The admin site: Django's own, with an index page that shows how the replies are doing, which
+conversations wait for a person, and whether the fallback template is approved."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from outbound.selectors import contacts_waiting_for_person, outbound_jobs_overview
+from outbound.services.templates import fallback_template_health
 
 
 class WhatsAppAdminSite(admin.AdminSite):
@@ -24,6 +25,8 @@ class WhatsAppAdminSite(admin.AdminSite):
             "outbound.change_outboundjob"
         ):
             context["jobs_overview"] = outbound_jobs_overview()
+            # Replies outside the 24-hour window need the fallback template: say so when Meta stopped it.
+            context["template_health"] = fallback_template_health()
         if request.user.has_perm("outbound.view_contact") or request.user.has_perm("outbound.change_contact"):
             context["waiting_for_person"] = contacts_waiting_for_person()
         return super().index(request, context)

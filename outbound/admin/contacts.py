@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
 from outbound.admin.handoff import ContactHandoffMixin
+from outbound.admin.optout import ContactOptOutMixin, MarketingFilter, OptOutFilter
 from outbound.admin.permissions import ReadOnlyPermissions
 from outbound.models import Contact, InboundMessage, OutboundJob
 
@@ -39,6 +40,8 @@ CONTACT_FIELDS = (
     "profile_name",
     "last_inbound_at",
     "bot_state",
+    "opt_state",
+    "marketing_state",
     "all_jobs",
     "created_at",
 )
@@ -99,16 +102,24 @@ class BotStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
-    list_display = ["__str__", "wa_id", "profile_name", "bot_badge", "last_inbound_at", "created_at"]
-    list_filter = [BotStateFilter]
+class ContactAdmin(ContactOptOutMixin, ContactHandoffMixin, ReadOnlyAdmin):
+    list_display = [
+        "__str__",
+        "wa_id",
+        "profile_name",
+        "bot_badge",
+        "opt_badge",
+        "last_inbound_at",
+        "created_at",
+    ]
+    list_filter = [BotStateFilter, OptOutFilter, MarketingFilter]
     search_fields = ["wa_id", "user_id", "profile_name"]
     search_help_text = "Number, business-scoped user id or name."
-    list_select_related = ["bot_paused_by"]
+    list_select_related = ["bot_paused_by", "opted_out_by"]
     ordering = ["-last_inbound_at", "-pk"]
     fields = readonly_fields = CONTACT_FIELDS
     inlines = [OutboundJobInline]
-    actions = ["pause_bot", "resume_bot"]
+    actions = ["pause_bot", "resume_bot", "opt_out", "opt_in"]
 
     def change_view(
         self,

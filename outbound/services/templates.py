@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from outbound.exceptions import GraphError, GraphTransportError
 from outbound.inbound import ParsedTemplateEvent
 from outbound.models import WhatsAppTemplate
+from outbound.whatsapp import WhatsAppClient
 
 logger = logging.getLogger(__name__)
 
@@ -113,3 +115,44 @@ def template_refusal(*, name: str, language: str) -> str | None:
         "until it is approved again: fix it in WhatsApp Manager (or set WHATSAPP_TEMPLATE_NAME to an approved "
         "template), run `manage.py check_whatsapp_template`, then retry the job"
     )
+
+
+class TemplateCheckError(Exception):
+    """The template could not be checked, or is not usable; the message says why, for the operator."""
+
+
+def whatsapp_template_check(
+    *, client: WhatsAppClient, account_id: str, name: str, language: str
+) -> WhatsAppTemplate:
+    """Ask the Graph API for the template in that language and record what it says.
+
+    Raises TemplateCheckError when Meta cannot be asked or has no such template in that language (nothing is
+    recorded then); a template found is recorded whatever its status, and returned.
+    """
+    try:
+        found = client.message_templates(account_id=account_id, name=name)
+    except GraphError as exc:
+        raise TemplateCheckError(
+            f"the Graph API refused to list the templates ({exc.describe()}): check WHATSAPP_BUSINESS_ACCOUNT_ID "
+            "and that WHATSAPP_ACCESS_TOKEN has the whatsapp_business_management permission"
+        ) from exc
+    except GraphTransportError as exc:
+        raise TemplateCheckError(f"could not reach the Graph API (WHATSAPP_GRAPH_URL): {exc}") from exc
+    match = next((t for t in found if t.get("language") == language), None)
+    if match is None:
+        languages = ", ".join(sorted(str(t.get("language")) for t in found)) or "none"
+        raise TemplateCheckError(
+            f"the business account has no template “{name}” in {language} (languages found: {languages}): "
+            "check WHATSAPP_TEMPLATE_NAME and WHATSAPP_TEMPLATE_LANGUAGE"
+        )
+    template = whatsapp_template_upsert(
+        name=name,
+        language=language,
+        status=str(match.get("status") or "").upper()[:64],
+        category=str(match.get("category") or "").upper()[:64],
+        reason=str(match.get("rejected_reason") or "").replace("NONE", "")[:1000],
+        template_id=str(match.get("id") or "")[:64],
+        source=WhatsAppTemplate.Source.CHECK,
+    )
+    logger.info("template_checked name=%s language=%s status=%s", name, language, template.status)
+    return template
