@@ -115,7 +115,7 @@ def parse_webhook(payload: Any, *, phone_number_ids: Collection[str]) -> ParsedW
         for change in _dicts(entry.get("changes"), "changes", result):
             value = change.get("value")
             kind = change.get("field")
-            if kind in TEMPLATE_FIELDS and isinstance(value, dict):
+            if isinstance(kind, str) and kind in TEMPLATE_FIELDS and isinstance(value, dict):
                 # Templates belong to the business account (`entry.id`), not to a business number.
                 account = str(entry.get("id") or "")[:64]
                 _collect(
