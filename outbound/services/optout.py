@@ -52,6 +52,7 @@ def opt_keyword(
     The keywords default to OUTBOUND_OPT_OUT_KEYWORDS / OUTBOUND_OPT_IN_KEYWORDS. A keyword inside a sentence
     ("please don't stop") is not one: only the whole message counts.
     """
+    text = text.strip()
     if len(text) > 80:  # a sentence, not a keyword: skip the normalising (every inbound text passes here)
         return None
     word = _normalise(text)
