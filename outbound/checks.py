@@ -13,6 +13,7 @@ from django.core.files.storage import storages
 
 from outbound.knowledge import LANGUAGE_NAME
 from outbound.replies import WHATSAPP_TEXT_LIMIT
+from outbound.services.optout import opt_keyword
 from outbound.vocabulary import BUTTON_TITLE_LIMIT
 
 REQUIRED_IN_PRODUCTION = (
@@ -155,7 +156,7 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="outbound.E008",
             )
         )
-    return errors + _handoff_errors()
+    return errors + _handoff_errors() + _opt_out_errors()
 
 
 def _handoff_errors() -> list[Error]:
@@ -181,6 +182,37 @@ def _handoff_errors() -> list[Error]:
                 f"OUTBOUND_HANDOFF_BUTTON is longer than {BUTTON_TITLE_LIMIT} characters.",
                 hint="Meta refuses reply buttons with longer titles, and every bot reply would fail.",
                 id="outbound.E009",
+            )
+        )
+    return errors
+
+
+def _opt_out_errors() -> list[Error]:
+    errors = []
+    if not settings.OUTBOUND_TYPING_INDICATOR_TIMEOUT > 0:
+        errors.append(
+            Error(
+                "OUTBOUND_TYPING_INDICATOR_TIMEOUT must be positive.",
+                hint="Seconds the typing indicator may take before the reply goes on without it (e.g. 2).",
+                id="outbound.E010",
+            )
+        )
+    for name in ("OUTBOUND_OPT_OUT_MESSAGE", "OUTBOUND_OPT_IN_MESSAGE"):
+        if len(getattr(settings, name).strip()) > WHATSAPP_TEXT_LIMIT:
+            errors.append(
+                Error(f"{name} is longer than {WHATSAPP_TEXT_LIMIT} characters.", id="outbound.E010")
+            )
+    both = sorted(
+        word
+        for word in settings.OUTBOUND_OPT_OUT_KEYWORDS
+        if word.strip() and opt_keyword(word, opt_out=(), opt_in=settings.OUTBOUND_OPT_IN_KEYWORDS)
+    )
+    if both:
+        errors.append(
+            Error(
+                f"OUTBOUND_OPT_OUT_KEYWORDS and OUTBOUND_OPT_IN_KEYWORDS share {', '.join(both)}.",
+                hint="A word cannot both stop and start the replies: remove it from one list.",
+                id="outbound.E010",
             )
         )
     return errors

@@ -102,3 +102,22 @@ def test_handoff_settings_in_range_pass(settings):
     settings.OUTBOUND_HANDOFF_HOURS = 0
     settings.OUTBOUND_HANDOFF_BUTTON = "Talk to a person"
     assert check_backends() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("OUTBOUND_TYPING_INDICATOR_TIMEOUT", 0, "OUTBOUND_TYPING_INDICATOR_TIMEOUT must be positive."),
+        ("OUTBOUND_OPT_OUT_MESSAGE", "x" * 4097, "OUTBOUND_OPT_OUT_MESSAGE is longer than 4096"),
+        (
+            "OUTBOUND_OPT_IN_KEYWORDS",
+            ["START", "stop!"],
+            "OUTBOUND_OPT_OUT_KEYWORDS and OUTBOUND_OPT_IN_KEYWORDS share STOP",
+        ),
+    ],
+)
+def test_opt_out_settings_out_of_range_are_refused(settings, name, value, message):
+    setattr(settings, name, value)
+    [(error_id, text)] = ids_and_messages(check_backends())
+    assert error_id == "outbound.E010"
+    assert text.startswith(message)
