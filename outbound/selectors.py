@@ -188,8 +188,8 @@ def _reply_text(job: OutboundJob) -> str:
 def _reply_author(job: OutboundJob) -> str:
     if job.kind == OutboundJob.Kind.STAFF:
         return f"staff: {job.author or 'a deleted user'}"
-    if job.kind == OutboundJob.Kind.HANDOFF:
-        return "handoff message"
+    if job.kind in (OutboundJob.Kind.HANDOFF, OutboundJob.Kind.OPT_OUT, OutboundJob.Kind.OPT_IN):
+        return str(OutboundJob.Kind(job.kind).label)
     return "bot"
 
 

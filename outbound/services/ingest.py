@@ -84,7 +84,7 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
             contacts = _upsert_contacts(messages)
             result.new_messages, result.jobs = _store_messages(messages, contacts)
             if keywords:
-                contacts_opt_apply(keywords=keywords, contacts=contacts)
+                contacts_opt_apply(keywords=[(m, kind, contacts[_contact_key(m)]) for m, kind in keywords])
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
         if parsed.echoes:
             result.echoes = echoes_record(echoes=parsed.echoes)

@@ -77,17 +77,12 @@ def keyword_messages(messages: Iterable[ParsedMessage]) -> list[tuple[ParsedMess
     return sorted(found, key=lambda pair: (pair[0].timestamp, pair[0].wamid))
 
 
-def contacts_opt_apply(*, keywords: list[tuple[ParsedMessage, str]], contacts: dict[str, Contact]) -> int:
-    """Apply stored keyword messages (inside the ingest's transaction): change the contacts' opt state and make
-    each keyword that changed it a confirmation job. Returns how many states changed.
-
-    `contacts` maps the ingest's contact key (number, or "user:" + user id) to the contact.
-    """
+def contacts_opt_apply(*, keywords: list[tuple[ParsedMessage, str, Contact]]) -> int:
+    """Apply stored keyword messages (inside the ingest's transaction), each with its contact, oldest first:
+    change the contacts' opt state and make each keyword that changed it a confirmation job. Returns how many
+    states changed."""
     changed = 0
-    for message, kind in keywords:
-        contact = contacts.get(message.wa_id or f"user:{message.user_id}")
-        if contact is None:
-            continue
+    for message, kind, contact in keywords:
         newer = Q(opt_changed_at__isnull=True) | Q(opt_changed_at__lt=message.timestamp)
         rows = Contact.objects.filter(newer, pk=contact.pk)
         if kind == OPT_OUT:

@@ -256,11 +256,14 @@ def _show_typing(job: OutboundJob, config: WorkerConfig) -> None:
     if not config.typing_indicator or job.inbound_message is None:
         return
     try:
-        config.sender.mark_read(
+        confirmed = config.sender.mark_read(
             message_id=job.inbound_message.wamid, typing=True, timeout=config.typing_indicator_timeout
         )
     except OutboundError as exc:
         logger.info("typing_indicator_failed job_id=%s %s", job.pk, redact(str(exc), config.secrets)[:300])
+        return
+    if not confirmed:
+        logger.info("typing_indicator_failed job_id=%s Meta did not answer success=true", job.pk)
 
 
 def _hand_off(

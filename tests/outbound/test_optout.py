@@ -263,6 +263,7 @@ def test_admin_shows_filters_and_changes_the_state(client, staff, inbound):
     assert 'id="opt-state"' in page
     assert "the customer sent STOP" in page
     assert 'id="opt-in-button"' in page
+    assert "opt-out confirmation" in page  # the STOP's job, in the conversation
 
     # The page's button opts them back in (no message is sent).
     response = client.post(reverse("admin:outbound_contact_opt", args=[out.pk, "in"]))
