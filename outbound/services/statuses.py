@@ -6,11 +6,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Q
 
 from outbound.inbound import ParsedStatus
 from outbound.models import JobChanged, OutboundJob
 from outbound.services.preferences import MARKETING_STOPPED_CODE, contact_record_marketing_preference
+from outbound.services.templates import TEMPLATE_STATUS_CODES, whatsapp_template_record_send_error
 from outbound.vocabulary import DELIVERY_RANK, DeliveryStatus
 
 logger = logging.getLogger(__name__)
@@ -95,9 +97,23 @@ def _apply_delivery(job: OutboundJob, status: ParsedStatus) -> bool:
     updated = OutboundJob.objects.filter(
         pk=job.pk, wa_message_id=status.wamid, delivery_status__in=lower
     ).update(**fields)
-    if updated and fields.get("delivery_error_code") == MARKETING_STOPPED_CODE:
+    code = status.errors[0].code if status.status == OutboundJob.Delivery.FAILED and status.errors else None
+    if updated and code == MARKETING_STOPPED_CODE:
         # Meta reports 131050 asynchronously too: the customer stopped marketing messages.
         contact_record_marketing_preference(contact_id=job.contact_id, value="stop", at=status.timestamp)
+    if (
+        updated
+        and code is not None
+        and code in TEMPLATE_STATUS_CODES
+        and job.send_as == OutboundJob.SendAs.TEMPLATE
+    ):
+        # A paused (132015) or disabled (132016) template usually shows up here, after the send was accepted.
+        whatsapp_template_record_send_error(
+            name=settings.WHATSAPP_TEMPLATE_NAME,
+            language=settings.WHATSAPP_TEMPLATE_LANGUAGE,
+            code=code,
+            message=f"{code} {status.errors[0].title}: {status.errors[0].details}",
+        )
     if updated:
         job.delivery_status = status.status
         logger.info(

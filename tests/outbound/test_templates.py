@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -13,7 +14,7 @@ from django.urls import reverse
 
 from bench.fakes import FakeGraph, FaultPlan, graph_error
 from outbound.models import OutboundJob, WhatsAppTemplate
-from tests.conftest import load
+from tests.conftest import load, status_payload
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, make_due, run_jobs
 
 pytestmark = pytest.mark.django_db
@@ -228,3 +229,20 @@ def test_command_names_the_missing_setting(settings, setting, named):
     setattr(settings, setting, "")
     with pytest.raises(CommandError, match="set " + re.escape(named)):
         check()
+
+
+def test_132015_in_a_failed_status_webhook_records_the_pause(inbound, graph, fake_openai, webhook):
+    job = inbound(minutes_ago=LATE)
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.TPL1", message_status="accepted"))
+    run_jobs()
+    assert OutboundJob.objects.get(pk=job.pk).status == S.SENT
+    ts = int(datetime.now(tz=UTC).timestamp())
+    assert (
+        webhook(
+            status_payload(wamid="wamid.TPL1", status="failed", timestamp=ts, error_code=132015)
+        ).status_code
+        == 200
+    )
+    row = T.objects.get(name="reply_follow_up", language="en_US")
+    assert (row.status, row.source) == ("PAUSED", T.Source.SEND_ERROR)
+    assert "132015" in row.reason
