@@ -82,16 +82,20 @@ def contacts_opt_apply(*, keywords: list[tuple[ParsedMessage, str, Contact]]) ->
     change the contacts' opt state and make each keyword that changed it a confirmation job. Returns how many
     states changed."""
     changed = 0
+    now = timezone.now()
     for message, kind, contact in keywords:
         newer = Q(opt_changed_at__isnull=True) | Q(opt_changed_at__lt=message.timestamp)
         rows = Contact.objects.filter(newer, pk=contact.pk)
         if kind == OPT_OUT:
             updated = rows.filter(opted_out_at__isnull=True).update(
-                opted_out_at=message.timestamp, opted_out_by=None, opt_changed_at=message.timestamp
+                opted_out_at=message.timestamp,
+                opted_out_by=None,
+                opt_changed_at=message.timestamp,
+                updated_at=now,
             )
         else:
             updated = rows.filter(opted_out_at__isnull=False).update(
-                opted_out_at=None, opted_out_by=None, opt_changed_at=message.timestamp
+                opted_out_at=None, opted_out_by=None, opt_changed_at=message.timestamp, updated_at=now
             )
         if not updated:
             logger.info("opt_keyword_unchanged contact_id=%s kind=%s", contact.pk, kind)
@@ -103,7 +107,7 @@ def contacts_opt_apply(*, keywords: list[tuple[ParsedMessage, str, Contact]]) ->
             kind=OutboundJob.Kind.BOT,
             status=OutboundJob.Status.PENDING,
             claim_token__isnull=True,
-        ).update(kind=kind)
+        ).update(kind=kind, updated_at=now)
         logger.info("opt_changed contact_id=%s kind=%s by=customer", contact.pk, kind)
     return changed
 

@@ -236,3 +236,27 @@ def test_token_echoed_in_an_error_is_never_logged_or_kept(client, graph, caplog)
     assert TOKEN not in str(raised.value)
     assert "graph_error" in caplog.text
     assert TOKEN not in caplog.text
+
+
+def test_message_templates_lists_the_exact_name_with_the_bearer_token(client, graph):
+    graph.get(
+        "https://graph.test/v25.0/102290129340398/message_templates",
+        match=[
+            matchers.query_param_matcher(
+                {
+                    "name": "reply",
+                    "fields": "name,language,status,category,id,rejected_reason",
+                    "limit": "100",
+                }
+            ),
+            matchers.header_matcher({"Authorization": f"Bearer {TOKEN}"}),
+        ],
+        json={
+            "data": [
+                {"name": "reply", "language": "en_US", "status": "APPROVED", "id": "1"},
+                {"name": "reply_v2", "language": "en_US", "status": "APPROVED", "id": "2"},
+            ]
+        },
+    )
+    found = client.message_templates(account_id="102290129340398", name="reply")
+    assert [t["id"] for t in found] == ["1"]
