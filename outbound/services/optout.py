@@ -13,6 +13,7 @@ Where it happens (bursts of messages coalesce into one job, so the ingest decide
 
 from __future__ import annotations
 
+import functools
 import logging
 import string
 import unicodedata
@@ -60,11 +61,17 @@ def opt_keyword(
         return None
     outs = settings.OUTBOUND_OPT_OUT_KEYWORDS if opt_out is None else opt_out
     ins = settings.OUTBOUND_OPT_IN_KEYWORDS if opt_in is None else opt_in
-    if word in {_normalise(k) for k in outs}:
+    if word in _keyword_set(tuple(outs)):
         return OPT_OUT
-    if word in {_normalise(k) for k in ins}:
+    if word in _keyword_set(tuple(ins)):
         return OPT_IN
     return None
+
+
+@functools.lru_cache(maxsize=16)
+def _keyword_set(keywords: tuple[str, ...]) -> frozenset[str]:
+    # Cached on the keywords themselves (not on the settings), so a changed setting is read at once.
+    return frozenset(_normalise(k) for k in keywords)
 
 
 def keyword_messages(messages: Iterable[ParsedMessage]) -> list[tuple[ParsedMessage, str]]:
