@@ -127,16 +127,7 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="outbound.E003",
             )
         )
-    if "," in settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,"):
-        # The webhook already accepts the list form; the worker still sends from one number, so a second
-        # number's customers would be answered from the first.
-        errors.append(
-            Error(
-                "WHATSAPP_PHONE_NUMBER_ID lists several numbers; this version answers from one number only.",
-                hint="Set WHATSAPP_PHONE_NUMBER_ID to the one number id this service serves.",
-                id="outbound.E007",
-            )
-        )
+    errors += _phone_number_id_errors()
     for name in ("OUTBOUND_MAX_ATTEMPTS", "OUTBOUND_STALE_SECONDS", "OUTBOUND_MAX_SENDS_PER_SECOND"):
         if not getattr(settings, name) > 0:
             errors.append(Error(f"{name} must be positive.", id="outbound.E004"))
@@ -156,6 +147,35 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors + _handoff_errors()
+
+
+def _phone_number_id_errors() -> list[Error]:
+    """WHATSAPP_PHONE_NUMBER_ID: one business number id or a comma-separated list, each Meta's numeric id, once."""
+    ids = [part.strip() for part in str(settings.WHATSAPP_PHONE_NUMBER_ID).split(",") if part.strip()]
+    if not ids:
+        return []  # unset: outbound.E001 reports it when DEBUG is off
+    errors = []
+    bad = [value for value in ids if not value.isascii() or not value.isdigit()]
+    if bad:
+        errors.append(
+            Error(
+                f"WHATSAPP_PHONE_NUMBER_ID has {len(bad)} value(s) that are not a phone number id: "
+                + ", ".join(repr(value[:32]) for value in bad[:5]),
+                hint="A comma-separated list of the numeric ids shown in WhatsApp Manager / API Setup under "
+                "'Phone number ID' (not the phone numbers themselves), e.g. 106540352242922,106540352242923.",
+                id="outbound.E007",
+            )
+        )
+    duplicates = sorted({value for value in ids if ids.count(value) > 1})
+    if duplicates:
+        errors.append(
+            Error(
+                f"WHATSAPP_PHONE_NUMBER_ID lists {', '.join(duplicates)} more than once.",
+                hint="List each business number id once; the first one is the default number.",
+                id="outbound.E007",
+            )
+        )
+    return errors
 
 
 def _handoff_errors() -> list[Error]:

@@ -20,6 +20,8 @@ class ParsedMessage:
     raw: dict[str, Any]
     # The business number it was sent to (`value.metadata.phone_number_id`), always one this service serves.
     phone_number_id: str
+    # A `user_changed_user_id` system message: the customer's new BSUID (`user_id` is the old one).
+    new_user_id: str | None = None
 
 
 @dataclass(frozen=True)

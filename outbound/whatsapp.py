@@ -21,10 +21,13 @@ USER_AGENT = "whatsapp-ai-replies/0.1"
 
 @dataclass(frozen=True)
 class Recipient:
-    """Who a message goes to: the phone number when known, else Meta's business-scoped user id."""
+    """Who a message goes to: the phone number when known, else Meta's business-scoped user id; and from which
+    of the business numbers (the conversation's: the number the customer wrote to)."""
 
     wa_id: str | None
     user_id: str | None = None
+    # The sending business number's id (`Contact.phone_number_id`); None: the client's default number.
+    phone_number_id: str | None = None
 
     def as_fields(self) -> dict[str, str]:
         if self.wa_id:
@@ -123,7 +126,11 @@ def template_message(
 
 
 class WhatsAppClient:
-    """Sends messages from one business number through the Graph API."""
+    """Sends messages from the business numbers through the Graph API, all with the one system-user token.
+
+    Each message leaves from its recipient's `phone_number_id` (`POST /{phone-number-id}/messages`), else from
+    `phone_number_id` given here.
+    """
 
     def __init__(
         self,
@@ -136,7 +143,8 @@ class WhatsAppClient:
         session: requests.Session | None = None,
     ) -> None:
         self._access_token = access_token
-        self._messages_url = f"{base_url.rstrip('/')}/{api_version}/{phone_number_id}/messages"
+        self._base = f"{base_url.rstrip('/')}/{api_version}"
+        self._phone_number_id = phone_number_id
         self._timeout = timeout
         self._session = session or requests.Session()
 
@@ -145,7 +153,7 @@ class WhatsAppClient:
 
         https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/text-messages
         """
-        return self._send(text_message(to=to, body=body, reply_to=reply_to, callback_data=callback_data))
+        return self._send(to, text_message(to=to, body=body, reply_to=reply_to, callback_data=callback_data))
 
     def send_template(
         self, *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
@@ -155,13 +163,14 @@ class WhatsAppClient:
         https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/template-messages
         """
         return self._send(
+            to,
             template_message(
                 to=to,
                 name=name,
                 language=language,
                 body_parameters=body_parameters,
                 callback_data=callback_data,
-            )
+            ),
         )
 
     def send_buttons(
@@ -178,11 +187,18 @@ class WhatsAppClient:
         https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/interactive-reply-buttons-messages
         """
         return self._send(
-            buttons_message(to=to, body=body, buttons=buttons, reply_to=reply_to, callback_data=callback_data)
+            to,
+            buttons_message(
+                to=to, body=body, buttons=buttons, reply_to=reply_to, callback_data=callback_data
+            ),
         )
 
-    def _send(self, message: dict[str, Any]) -> SendResult:
-        body = self._request("POST", self._messages_url, message)
+    def messages_url(self, phone_number_id: str | None = None) -> str:
+        """`/{phone-number-id}/messages` of the given business number (default: the client's)."""
+        return f"{self._base}/{phone_number_id or self._phone_number_id}/messages"
+
+    def _send(self, to: Recipient, message: dict[str, Any]) -> SendResult:
+        body = self._request("POST", self.messages_url(to.phone_number_id), message)
         messages = body.get("messages")
         first = (
             messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}

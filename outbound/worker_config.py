@@ -5,12 +5,15 @@ Built from Django settings once per run (`worker_config_from_settings`); tests b
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 
+from outbound.numbers import default_phone_number_id
 from outbound.ratelimit import SendLimiter, SendRateLimiter, SharedSendRateLimiter
 from outbound.replies import OfflineReplyGenerator, OpenAIReplyGenerator, ReplyGenerator
 from outbound.whatsapp import Sender, WhatsAppClient
@@ -56,6 +59,21 @@ class WorkerConfig:
     # "Talk to a person" button title offered in bot replies (empty: no button).
     handoff_message: str = "Thanks! A person from our team will answer you here as soon as possible."
     handoff_button: str = ""
+    # The send limit is per business number (Meta counts per number): `limiter_factory` makes each number's
+    # limiter on first use. Without one (a config built by hand), `rate_limiter` serves every number.
+    limiter_factory: Callable[[str], SendLimiter] | None = None
+    _limiters: dict[str, SendLimiter] = field(default_factory=dict, repr=False)
+    _limiters_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def limiter_for(self, phone_number_id: str) -> SendLimiter:
+        """The send limiter of one business number (`rate_limiter` for the default number)."""
+        if self.limiter_factory is None:
+            return self.rate_limiter
+        with self._limiters_lock:
+            limiter = self._limiters.get(phone_number_id)
+            if limiter is None:
+                limiter = self._limiters[phone_number_id] = self.limiter_factory(phone_number_id)
+            return limiter
 
 
 def worker_config_from_settings() -> WorkerConfig:
@@ -63,7 +81,8 @@ def worker_config_from_settings() -> WorkerConfig:
     from outbound.console import ConsoleSender
 
     sender: Sender
-    phone_number_id = settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,")
+    # The default number: a contact always carries its own (migration 0007 gave the older ones the first).
+    phone_number_id = default_phone_number_id()
     if settings.OUTBOUND_SENDER == "console":
         sender = ConsoleSender(phone_number_id=phone_number_id or "PHONE_NUMBER_ID")
     else:
@@ -84,10 +103,14 @@ def worker_config_from_settings() -> WorkerConfig:
             model=settings.OPENAI_MODEL,
             timeout=settings.OPENAI_TIMEOUT,
         )
+    limiter = send_limiter(phone_number_id=phone_number_id)
     return WorkerConfig(
         sender=sender,
         generator=generator,
-        rate_limiter=send_limiter(phone_number_id=phone_number_id),
+        rate_limiter=limiter,
+        limiter_factory=lambda number: (
+            limiter if number in ("", phone_number_id) else send_limiter(phone_number_id=number)
+        ),
         system_prompt=system_prompt_from_settings(),
         template_name=settings.WHATSAPP_TEMPLATE_NAME,
         template_language=settings.WHATSAPP_TEMPLATE_LANGUAGE,
@@ -109,8 +132,9 @@ def worker_config_from_settings() -> WorkerConfig:
 
 
 def send_limiter(*, phone_number_id: str) -> SendLimiter:
-    """OUTBOUND_MAX_SENDS_PER_SECOND for the business number: shared by every worker on PostgreSQL (Meta
-    counts per number, whoever sends), per process on SQLite (one machine, one worker)."""
+    """OUTBOUND_MAX_SENDS_PER_SECOND for one business number: shared by every worker on PostgreSQL (Meta
+    counts per number, whoever sends), per process on SQLite (one machine, one worker). Each number has its
+    own (`WorkerConfig.limiter_for`): a busy number never slows another's replies."""
     rate = settings.OUTBOUND_MAX_SENDS_PER_SECOND
     if connection.vendor == "postgresql":
         return SharedSendRateLimiter(rate, key=phone_number_id or "-", window=SEND_RATE_WINDOW_SECONDS)

@@ -15,15 +15,24 @@ from django.utils import timezone
 from outbound.models import Contact, InboundMessage, KnowledgeEntry, OutboundJob
 
 DEFAULT_WA_ID = "16505551234"
+# The business number of tests/settings.py (WHATSAPP_PHONE_NUMBER_ID) and of every payload in tests/data.
+DEFAULT_PHONE_NUMBER_ID = "106540352242922"
 DEFAULT_NAME = "Sheena Nelson"
 _seq = itertools.count(1)
 
 
 def make_contact(
-    *, wa_id: str = DEFAULT_WA_ID, name: str = DEFAULT_NAME, last_inbound_at: datetime | None = None
+    *,
+    wa_id: str | None = DEFAULT_WA_ID,
+    name: str = DEFAULT_NAME,
+    last_inbound_at: datetime | None = None,
+    phone_number_id: str = DEFAULT_PHONE_NUMBER_ID,
+    user_id: str | None = None,
 ) -> Contact:
     return Contact.objects.create(
+        phone_number_id=phone_number_id,
         wa_id=wa_id,
+        user_id=user_id,
         profile_name=name,
         last_inbound_at=last_inbound_at or timezone.now() - timedelta(minutes=5),
     )

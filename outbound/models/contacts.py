@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from outbound.numbers import PHONE_NUMBER_ID_MAX_LENGTH
 from outbound.vocabulary import (
     ID_MAX_LENGTH,
     PROFILE_NAME_MAX_LENGTH,
@@ -53,16 +54,24 @@ def bot_paused_q(*, now: datetime, hours: int | None = None, prefix: str = "") -
 
 
 class Contact(models.Model):
-    """A WhatsApp user who has written to the business number."""
+    """A WhatsApp user who has written to one of the business numbers: one conversation.
+
+    The conversation is (business number, customer): the same person writing to two of the business's numbers
+    is two contacts, each with its own 24-hour window, history, bot state and pair-rate limit, and each answered
+    from the number it wrote to.
+    """
 
     PauseReason = BotPauseReason
 
+    # The business number the customer wrote to (`value.metadata.phone_number_id`); replies leave from it.
+    phone_number_id = models.CharField("business number", max_length=PHONE_NUMBER_ID_MAX_LENGTH)
     # Meta omits the phone number for username users (2026 identity change): then only the BSUID is known.
-    wa_id = models.CharField(
-        "WhatsApp number", max_length=WA_ID_MAX_LENGTH, unique=True, null=True, blank=True
+    # Each is unique per business number (the constraints below); NULL, not "", so missing ids never clash.
+    wa_id = models.CharField(  # noqa: DJ001
+        "WhatsApp number", max_length=WA_ID_MAX_LENGTH, null=True, blank=True
     )
-    user_id = models.CharField(
-        "business-scoped user id", max_length=USER_ID_MAX_LENGTH, unique=True, null=True, blank=True
+    user_id = models.CharField(  # noqa: DJ001
+        "business-scoped user id", max_length=USER_ID_MAX_LENGTH, null=True, blank=True
     )
     profile_name = models.CharField(max_length=PROFILE_NAME_MAX_LENGTH, blank=True)
     # Meta's timestamp of the newest inbound message (not our receipt time): it opens the 24-hour window.
@@ -95,6 +104,11 @@ class Contact(models.Model):
     class Meta:
         db_table = "webhooks_contact"
         ordering = ["-last_inbound_at"]
+        constraints = [
+            # The conversation keys: the ingest's ON CONFLICT targets (outbound.services.ingest_sql).
+            models.UniqueConstraint(fields=["phone_number_id", "wa_id"], name="contact_number_wa_id"),
+            models.UniqueConstraint(fields=["phone_number_id", "user_id"], name="contact_number_user_id"),
+        ]
 
     def __str__(self) -> str:
         number = f"+{self.wa_id}" if self.wa_id else self.user_id or "?"

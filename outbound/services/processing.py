@@ -246,7 +246,7 @@ def _send(
             log={"in_window": in_window},
         )
         return Outcome.FAILED
-    config.rate_limiter.acquire()
+    config.limiter_for(contact.phone_number_id).acquire()
     try:
         job.mark_send_started(token=token, send_as=send_as)
     except BotPaused:
@@ -287,7 +287,10 @@ def _send(
 
 
 def _deliver(job: OutboundJob, contact: Contact, send_as: str, config: WorkerConfig) -> SendResult:
-    to = Recipient(wa_id=contact.wa_id, user_id=contact.user_id)
+    # From the number the customer wrote to: the conversation is (business number, customer).
+    to = Recipient(
+        wa_id=contact.wa_id, user_id=contact.user_id, phone_number_id=contact.phone_number_id or None
+    )
     callback_data = f"{job.key}:{send_as.lower()}"
     if send_as == OutboundJob.SendAs.TEMPLATE:
         return config.sender.send_template(
