@@ -17,6 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
 from outbound.admin.handoff import ContactHandoffMixin
+from outbound.admin.numbers import BusinessNumberFilter, ContactBusinessNumberFilter
 from outbound.admin.permissions import ReadOnlyPermissions
 from outbound.models import Contact, InboundMessage, OutboundJob
 
@@ -34,6 +35,7 @@ JOB_INLINE_FIELDS = (
 # The conversation, the bot's state and the reply form are drawn above these by the page's template
 # (templates/admin/outbound/contact/change_form.html).
 CONTACT_FIELDS = (
+    "phone_number_id",
     "wa_id",
     "user_id",
     "profile_name",
@@ -100,8 +102,16 @@ class BotStateFilter(admin.SimpleListFilter):
 
 @admin.register(Contact)
 class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
-    list_display = ["__str__", "wa_id", "profile_name", "bot_badge", "last_inbound_at", "created_at"]
-    list_filter = [BotStateFilter]
+    list_display = [
+        "__str__",
+        "wa_id",
+        "profile_name",
+        "phone_number_id",
+        "bot_badge",
+        "last_inbound_at",
+        "created_at",
+    ]
+    list_filter = [BotStateFilter, BusinessNumberFilter]
     search_fields = ["wa_id", "user_id", "profile_name"]
     search_help_text = "Number, business-scoped user id or name."
     list_select_related = ["bot_paused_by"]
@@ -148,14 +158,27 @@ class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
 
 @admin.register(InboundMessage)
 class InboundMessageAdmin(ReadOnlyAdmin):
-    list_display = ["wamid", "contact", "type", "text_start", "needs_reply", "timestamp", "received_at"]
-    list_filter = ["type", "needs_reply", "timestamp"]
+    list_display = [
+        "wamid",
+        "contact",
+        "business_number",
+        "type",
+        "text_start",
+        "needs_reply",
+        "timestamp",
+        "received_at",
+    ]
+    list_filter = ["type", "needs_reply", ContactBusinessNumberFilter, "timestamp"]
     search_fields = ["wamid", "contact__wa_id", "contact__profile_name", "text"]
     search_help_text = "Meta message id, number, name, or words of the message."
     list_select_related = ["contact"]
     ordering = ["-timestamp", "-pk"]
     show_full_result_count = False
     fields = readonly_fields = MESSAGE_FIELDS
+
+    @admin.display(description="to business number", ordering="contact__phone_number_id")
+    def business_number(self, message: InboundMessage) -> str:
+        return message.contact.phone_number_id
 
     @admin.display(description="text")
     def text_start(self, message: InboundMessage) -> str:

@@ -23,6 +23,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from outbound.admin.numbers import ContactBusinessNumberFilter
 from outbound.models import KnowledgeEntry, OutboundJob
 from outbound.selectors import contact_conversation
 from outbound.services.staff import (
@@ -85,6 +86,7 @@ JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
         (
             "status_badge",
             "contact_link",
+            "business_number",
             "written_by",
             "reply",
             "knowledge_display",
@@ -151,6 +153,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "id",
         "status_badge",
         "contact_display",
+        "business_number",
         "reply_start",
         "attempts",
         "last_attempt_at",
@@ -160,7 +163,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_display_links = ["id", "status_badge"]
-    list_filter = ["status", "kind", "delivery_status", "send_as", "created_at"]
+    list_filter = ["status", "kind", "delivery_status", "send_as", ContactBusinessNumberFilter, "created_at"]
     search_fields = [
         "contact__wa_id",
         "contact__profile_name",
@@ -202,6 +205,10 @@ class OutboundJobAdmin(admin.ModelAdmin):
     @admin.display(description="contact", ordering="contact__profile_name")
     def contact_display(self, job: OutboundJob) -> str:
         return str(job.contact)
+
+    @admin.display(description="business number", ordering="contact__phone_number_id")
+    def business_number(self, job: OutboundJob) -> str:
+        return job.contact.phone_number_id
 
     @admin.display(description="reply")
     def reply_start(self, job: OutboundJob) -> str:

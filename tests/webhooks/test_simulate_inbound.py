@@ -128,3 +128,31 @@ def test_an_unreachable_port_says_how_to_point_at_another_one():
         port = sock.getsockname()[1]
     with pytest.raises(CommandError, match=r"pass --url http://127.0.0.1:8123"):
         simulate("Hello", url=f"http://127.0.0.1:{port}")
+
+
+def test_to_sends_to_another_served_number_and_its_contact_belongs_to_it(live_server, settings):
+    settings.WHATSAPP_PHONE_NUMBER_ID = "106540352242922,111222333444555"
+    out = simulate("Hello", "--to", "111222333444555", url=live_server.url)
+    assert "to business number 111222333444555" in out
+    message = InboundMessage.objects.get()
+    assert message.contact.phone_number_id == "111222333444555"
+
+
+def test_to_defaults_to_the_first_served_number(live_server, settings):
+    settings.WHATSAPP_PHONE_NUMBER_ID = "111222333444555,106540352242922"
+    simulate("Hello", url=live_server.url)
+    assert InboundMessage.objects.get().contact.phone_number_id == "111222333444555"
+
+
+def test_to_a_number_the_server_does_not_serve_is_warned_and_ignored(live_server):
+    err = StringIO()
+    out = simulate("Hello", "--to", "999888777666555", url=live_server.url, stderr=err)
+    assert "--to 999888777666555 is not in WHATSAPP_PHONE_NUMBER_ID (106540352242922)" in err.getvalue()
+    assert "→ 200 ok" in out  # Meta must not redeliver it: answered 200, nothing stored
+    assert InboundMessage.objects.count() == 0
+
+
+@pytest.mark.parametrize("value", ["+15550783881", "abc", "1555-078"])
+def test_to_that_is_not_a_phone_number_id_is_refused_naming_the_option(value):
+    with pytest.raises(CommandError, match="--to"):
+        simulate("Hello", "--to", value)

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
+from outbound.numbers import default_phone_number_id, served_phone_number_ids
 from webhooks.envelopes import messages_webhook, text_message
-from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, split_phone_number_ids
+from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID
 from webhooks.signatures import sign
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -28,6 +29,13 @@ def phone_number(value: str) -> str:
     if not digits.isdigit():
         raise ValueError(value)
     return digits
+
+
+def phone_number_id(value: str) -> str:
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        raise ValueError(value)
+    return value
 
 
 class Command(BaseCommand):
@@ -53,6 +61,14 @@ class Command(BaseCommand):
             help="the customer's number, country code first (default 16505551234)",
         )
         parser.add_argument("--name", default="Test Customer", help="the customer's WhatsApp profile name")
+        parser.add_argument(
+            "--to",
+            dest="phone_number_id",
+            type=phone_number_id,
+            default=None,
+            help="the business number's phone number id the customer writes to (default: the first of "
+            "WHATSAPP_PHONE_NUMBER_ID); the reply leaves from it",
+        )
         parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -65,6 +81,16 @@ class Command(BaseCommand):
         wamids = [f"wamid.SIMULATED-{uuid.uuid4().hex}" for _ in options["text"]]
         now = int(time.time())
         wa_id = options["wa_id"]
+        # By default the first number the server serves: a webhook for a number it does not serve is ignored.
+        to = options["phone_number_id"] or default_phone_number_id() or EXAMPLE_PHONE_NUMBER_ID
+        served = served_phone_number_ids()
+        if served and to not in served:
+            self.stderr.write(
+                self.style.WARNING(
+                    f"--to {to} is not in WHATSAPP_PHONE_NUMBER_ID ({', '.join(served)}): a server with the same "
+                    "configuration logs the webhook and ignores it."
+                )
+            )
         payload = messages_webhook(
             # One second apart, oldest first, as a customer typing several messages in a row.
             messages=[
@@ -72,10 +98,7 @@ class Command(BaseCommand):
                 for i, (wamid, text) in enumerate(zip(wamids, options["text"], strict=True))
             ],
             contacts=[{"profile": {"name": options["name"]}, "wa_id": wa_id}],
-            # The first number the server serves: a webhook for any other number is ignored.
-            phone_number_id=(
-                split_phone_number_ids(settings.WHATSAPP_PHONE_NUMBER_ID) or [EXAMPLE_PHONE_NUMBER_ID]
-            )[0],
+            phone_number_id=to,
         )
         body = json.dumps(payload).encode()
         url = options["url"].rstrip("/") + reverse("whatsapp-webhook")
@@ -116,7 +139,8 @@ class Command(BaseCommand):
         answer = "it" if len(wamids) == 1 else "them with one reply"
         self.stdout.write(
             self.style.SUCCESS(
-                f"Stored {stored} from +{wa_id}. The worker answers {answer} within seconds: "
+                f"Stored {stored} from +{wa_id} to business number {to}. The worker answers {answer} from that "
+                "number within seconds: "
                 f"{options['url'].rstrip('/')}/admin/outbound/outboundjob/"
             )
         )
