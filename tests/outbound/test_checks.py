@@ -63,7 +63,10 @@ def test_one_or_several_business_numbers_pass(settings, value):
         ("106540352242922,+15550783881", "'+15550783881'"),
         ("106540352242922, 1555 078 3881", "'1555 078 3881'"),
         ("abc", "'abc'"),
-        ("\uff11\uff12\uff13", "'\uff11\uff12\uff13'"),  # full-width digits: str.isdigit() alone would let them through
+        (
+            "\uff11\uff12\uff13",
+            "'\uff11\uff12\uff13'",
+        ),  # full-width digits: str.isdigit() alone would let them through
     ],
 )
 def test_a_business_number_id_that_is_not_numeric_is_refused_and_named(settings, value, named):
