@@ -31,13 +31,16 @@ from outbound.models import Contact
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class ContactIdentity:
     """How a webhook names a customer of one business number: a phone number, a BSUID, or both."""
 
     phone_number_id: str
     wa_id: str | None
     user_id: str | None
+
+    def sort_key(self) -> tuple[str, str, str]:
+        return (self.phone_number_id, self.wa_id or "", self.user_id or "")
 
 
 def contacts_find_or_create(
@@ -48,7 +51,7 @@ def contacts_find_or_create(
     """The contact of each identity, created (with `initial` fields) when unknown, attached and merged as the
     module says. Returns the contacts and those that learned an id, for the caller to save (`wa_id`,
     `user_id`) with its own update."""
-    wanted = sorted(set(identities))
+    wanted = sorted(set(identities), key=ContactIdentity.sort_key)
     initial = initial or {}
     # Sorted, so that two POSTs racing over the same contacts lock their rows in the same order.
     Contact.objects.bulk_create(

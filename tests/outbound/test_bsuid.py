@@ -20,7 +20,7 @@ from tests.factories import make_job
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok, run_jobs
 from webhooks.payloads import parse_webhook
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_batch_fallback")]
 S = OutboundJob.Status
 
 BSUID = "US.13491208655302741918"

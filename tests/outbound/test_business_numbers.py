@@ -20,7 +20,7 @@ from tests.factories import make_contact, make_job
 from tests.outbound.conftest import graph_ok, is_postgres, run_jobs
 from webhooks.envelopes import echoes_webhook, text_message_webhook
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_batch_fallback")]
 S = OutboundJob.Status
 
 FIRST = "106540352242922"
