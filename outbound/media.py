@@ -20,6 +20,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import requests
 
@@ -80,7 +81,7 @@ class GraphMediaClient:
 
         https://developers.facebook.com/documentation/business-messaging/whatsapp/business-phone-numbers/media/#download-media
         """
-        info = self._request(f"{self._base}/{requests.utils.quote(media_id, safe='')}").json()
+        info = self._request(f"{self._base}/{quote(media_id, safe='')}").json()
         if not isinstance(info, dict) or not isinstance(info.get("url"), str) or not info["url"]:
             raise MediaUnavailableError(f"media {media_id}: Meta's answer has no download url", reason=GONE)
         declared = _int(info.get("file_size"))
