@@ -19,6 +19,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from django.db.models import Q
+
 from outbound.exceptions import (
     GraphError,
     GraphTransportError,
@@ -36,8 +38,8 @@ logger = logging.getLogger(__name__)
 # The types the worker fetches; documents and video keep their description (the model says it cannot open
 # them). Animated stickers are skipped too: vision models take still images.
 FETCHED_TYPES = (InboundMessage.Type.AUDIO, InboundMessage.Type.IMAGE, InboundMessage.Type.STICKER)
-# A burst folded into one job is a few messages; this only bounds the walk along `superseded_by`.
-MAX_FOLD_DEPTH = 50
+# How many times over a job's folded messages are followed (see `answered_media`).
+MAX_FOLD_DEPTH = 3
 TRANSCRIPT_LABEL = "[Voice note, transcribed]"
 
 _KIND = {
@@ -108,18 +110,21 @@ def outbound_job_prepare_media(
 
 
 def answered_media(*, job: OutboundJob) -> list[InboundMessage]:
-    """The media messages this job answers: its own, and those of the jobs folded into it (at any depth)."""
-    job_ids = {job.pk}
-    frontier = [job.pk]
+    """The media messages this job answers: its own, and those of the jobs folded into it (one query).
+
+    A fold supersedes a contact's older open jobs by the newest; a job folded once and retried can be folded
+    again, so chains are followed to `MAX_FOLD_DEPTH` levels (deeper needs a burst to fail generation twice
+    in a row while the customer keeps writing).
+    """
+    answered = Q(outbound_job=job)
+    path = "outbound_job__superseded_by"
     for _ in range(MAX_FOLD_DEPTH):
-        older = list(OutboundJob.objects.filter(superseded_by_id__in=frontier).values_list("pk", flat=True))
-        if not older:
-            break
-        job_ids.update(older)
-        frontier = older
+        answered |= Q(**{path: job})
+        path += "__superseded_by"
     return list(
-        InboundMessage.objects.filter(outbound_job__in=job_ids, type__in=FETCHED_TYPES)
+        InboundMessage.objects.filter(answered, contact_id=job.contact_id, type__in=FETCHED_TYPES)
         .exclude(media_id="")
+        .distinct()
         .order_by("timestamp", "pk")
     )
 
