@@ -51,6 +51,13 @@ MESSAGE_FIELDS = (
     "timestamp",
     "received_at",
     "job",
+    "media_status",
+    "transcript",
+    "media_description",
+    "media_caption",
+    "media_mime_type",
+    "media_id",
+    "media_sha256",
     "raw_display",
 )
 
@@ -149,7 +156,7 @@ class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
 @admin.register(InboundMessage)
 class InboundMessageAdmin(ReadOnlyAdmin):
     list_display = ["wamid", "contact", "type", "text_start", "needs_reply", "timestamp", "received_at"]
-    list_filter = ["type", "needs_reply", "timestamp"]
+    list_filter = ["type", "needs_reply", "media_status", "timestamp"]
     search_fields = ["wamid", "contact__wa_id", "contact__profile_name", "text"]
     search_help_text = "Meta message id, number, name, or words of the message."
     list_select_related = ["contact"]

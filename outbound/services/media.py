@@ -43,9 +43,9 @@ MAX_FOLD_DEPTH = 3
 TRANSCRIPT_LABEL = "[Voice note, transcribed]"
 
 _KIND = {
-    InboundMessage.Type.AUDIO: "voice message",
-    InboundMessage.Type.IMAGE: "image",
-    InboundMessage.Type.STICKER: "sticker",
+    InboundMessage.Type.AUDIO: "a voice message",
+    InboundMessage.Type.IMAGE: "an image",
+    InboundMessage.Type.STICKER: "a sticker",
 }
 _UNAVAILABLE = {
     MediaStatus.GONE: "is no longer available from WhatsApp. Ask them to send it again, or to write instead.",
@@ -195,15 +195,17 @@ def _fetch(message: InboundMessage, *, source: MediaSource, max_bytes: int) -> F
 
 
 def _unusable(message: InboundMessage, phase: MediaPhase, reason: str, why: str) -> None:
-    kind = _KIND.get(InboundMessage.Type(message.type), "file")
-    text = f"[The customer sent a {kind} that {_UNAVAILABLE[MediaStatus(reason)]}]"
+    kind = _KIND.get(InboundMessage.Type(message.type), "a file")
+    text = f"[The customer sent {kind} that {_UNAVAILABLE[MediaStatus(reason)]}]"
     if message.media_caption:
         text += f" Caption: {message.media_caption}"
     message.text = text
     message.media_description = why[:500]
     _save(message, reason, "text", "media_description")
     phase.count(reason.lower())
-    phase.notes.append(f"{kind} {message.wamid}: {why}; the reply asks the customer to write or resend")
+    phase.notes.append(
+        f"{kind.split(' ', 1)[-1]} {message.wamid}: {why}; the reply asks the customer to write or resend"
+    )
     logger.warning("job_media_unusable wamid=%s reason=%s", message.wamid, reason)
 
 
