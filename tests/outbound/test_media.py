@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from bench.fakes import FakeGraph, FaultPlan, graph_error, openai_error
@@ -443,3 +445,34 @@ def test_image_description():
     assert image_description(kind="image", mime_type="", size=10, caption="hi") == (
         "[image: unknown type, 1 KB, caption: hi]"
     )
+
+
+# ---------------------------------------------------------------- transport and admin
+
+
+def test_an_unreachable_graph_retries_the_media_phase(webhook, fake_openai, settings):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        settings.WHATSAPP_GRAPH_URL = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    [job] = deliver(webhook, voice("4242"))
+    run_jobs()
+    job = fresh(job)
+    assert (job.status, job.attempts) == (S.PENDING, 1)
+    assert "phase=media media request failed: ConnectionError" in job.error_log
+    assert job.inbound_message.media_status == M.NONE
+
+
+def test_the_admin_shows_the_transcript_and_the_media_phase(webhook, meta, fake_openai, admin_client):
+    [job] = deliver(webhook, voice(meta.add_media(b"Can I pay on delivery?", "audio/ogg")))
+    run_jobs()
+    message = fresh(job).inbound_message
+    page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
+    assert "(fetched: [voice note: audio/ogg, 1 KB])" in page
+    assert f"{TRANSCRIPT_LABEL} Can I pay on delivery?" in page
+    page = admin_client.get(
+        reverse("admin:outbound_inboundmessage_change", args=[message.pk])
+    ).content.decode()
+    assert "Can I pay on delivery?" in page
+    assert message.media_id in page
+    listing = admin_client.get(reverse("admin:outbound_inboundmessage_changelist") + "?media_status=READY")
+    assert message.wamid in listing.content.decode()
