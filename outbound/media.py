@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 # Meta's largest media (audio and video, §12.1); OUTBOUND_MEDIA_MAX_BYTES defaults to it.
 DEFAULT_MEDIA_MAX_BYTES = 16 * 1024 * 1024
 _CHUNK = 64 * 1024
+# A download may take this many times WHATSAPP_TIMEOUT in all (16 MB in 60 s needs 0.27 MB/s).
+DOWNLOAD_DEADLINE_FACTOR = 4
 # The failure reasons of `MediaUnavailableError` (the values of `outbound.models.MediaStatus`).
 GONE, TOO_LARGE, CORRUPT, UNREADABLE = "GONE", "TOO_LARGE", "CORRUPT", "UNREADABLE"
 
@@ -111,11 +114,19 @@ class GraphMediaClient:
                     f"media {media_id}: the download URL answered {exc.http_status} (expired)", reason=GONE
                 ) from exc
             raise
+        # `timeout` bounds each socket read; a download that trickles in must also end: the whole body gets
+        # DOWNLOAD_DEADLINE_FACTOR times the per-request timeout.
+        deadline = time.monotonic() + self._timeout * DOWNLOAD_DEADLINE_FACTOR
         with response:
             chunks: list[bytes] = []
             size = 0
             try:
                 for chunk in response.iter_content(_CHUNK):
+                    if time.monotonic() > deadline:
+                        raise GraphConnectError(
+                            f"media {media_id}: the download took longer than "
+                            f"{self._timeout * DOWNLOAD_DEADLINE_FACTOR:.0f} s"
+                        )
                     size += len(chunk)
                     if size > max_bytes:
                         raise MediaUnavailableError(

@@ -476,3 +476,15 @@ def test_the_admin_shows_the_transcript_and_the_media_phase(webhook, meta, fake_
     assert message.media_id in page
     listing = admin_client.get(reverse("admin:outbound_inboundmessage_changelist") + "?media_status=READY")
     assert message.wamid in listing.content.decode()
+
+
+def test_a_download_that_trickles_in_is_given_up_and_retried(webhook, meta, fake_openai, settings):
+    # Each read arrives within the timeout, but the whole body would take 10 s: the download has a deadline
+    # (4 x WHATSAPP_TIMEOUT = 1 s here) so that a slow CDN cannot hold a job for long.
+    settings.WHATSAPP_TIMEOUT = 0.25
+    meta.download_bytes_per_second = 20_000
+    [job] = deliver(webhook, image(meta.add_media(b"x" * 200_000, "image/jpeg")))
+    run_jobs()
+    job = fresh(job)
+    assert (job.status, job.attempts) == (S.PENDING, 1)
+    assert "the download took longer than 1 s" in job.error_log
