@@ -13,15 +13,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import requests
 from django.core.management import CommandError
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from bench.fakes import FakeGraph, FaultPlan, graph_error, openai_error
-from outbound.media import PLACEHOLDER_PNG, sha256_matches
+from outbound.media import PLACEHOLDER_PNG, GraphMediaClient, sha256_matches
 from outbound.models import InboundMessage, OutboundJob
 from outbound.services.media import TRANSCRIPT_LABEL, image_description
+from outbound.transcription import OFFLINE_TRANSCRIPT_LABEL, OfflineTranscriber
 from tests.outbound.conftest import make_due, run_jobs
 from webhooks.envelopes import media_message, messages_webhook, text_message
 
@@ -488,3 +490,33 @@ def test_a_download_that_trickles_in_is_given_up_and_retried(webhook, meta, fake
     job = fresh(job)
     assert (job.status, job.attempts) == (S.PENDING, 1)
     assert "the download took longer than 1 s" in job.error_log
+
+
+def test_every_media_request_carries_the_timeout_and_the_token():
+    class Recorder(requests.Session):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, dict[str, Any]]] = []
+
+        def get(self, url: str | bytes, **kwargs: Any) -> requests.Response:
+            self.calls.append((str(url), kwargs))
+            return super().get(url, **kwargs)
+
+    with FakeGraph(access_token="tok") as server:
+        session = Recorder()
+        client = GraphMediaClient(access_token="tok", base_url=server.url, timeout=3.5, session=session)
+        media_id = server.add_media(b"abc", "audio/ogg")
+        assert client.fetch(media_id=media_id, max_bytes=10).data == b"abc"
+    assert [kwargs["timeout"] for _, kwargs in session.calls] == [3.5, 3.5]
+    assert all(kwargs["headers"]["Authorization"] == "Bearer tok" for _, kwargs in session.calls)
+
+
+def test_the_offline_transcriber_labels_what_it_returns():
+    assert OfflineTranscriber().transcribe(data="Olá".encode(), mime_type="audio/ogg") == (
+        f"{OFFLINE_TRANSCRIPT_LABEL} Olá"
+    )
+    assert (
+        OfflineTranscriber()
+        .transcribe(data=b"\xff\xfe\x00", mime_type="audio/ogg")
+        .startswith(f"{OFFLINE_TRANSCRIPT_LABEL} (a 3-byte recording")
+    )
