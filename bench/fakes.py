@@ -6,6 +6,10 @@ certificate (`self_signed_certificate`), a fake speaks HTTPS instead: a client t
 certificate fails the TLS handshake, as it would behind an intercepting proxy.
 
     python -m bench.fakes --graph-port 8701 --openai-port 8702 --graph-latency 0.05 --openai-latency 0.2
+
+The fake Graph also serves Meta's media API (`add_media`, then `GET /{version}/{media-id}` and the download URL,
+bearer token checked; `--media-bytes-per-second` paces downloads), and the fake OpenAI `/audio/transcriptions`
+(multipart uploads; the transcript is the audio's bytes read as UTF-8 unless `transcript` is set).
 """
 
 from __future__ import annotations
@@ -536,10 +540,14 @@ def main() -> None:
     parser.add_argument("--graph-latency", type=float, default=0.05)
     parser.add_argument("--openai-latency", type=float, default=0.2)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--media-bytes-per-second", type=float, default=0.0, help="pace media downloads (0: unpaced)"
+    )
     args = parser.parse_args()
     graph = FakeGraph(
         args.graph_port, FaultPlan(latency=args.graph_latency, error_rate=args.error_rate)
     ).start()
+    graph.download_bytes_per_second = args.media_bytes_per_second
     openai = FakeOpenAI(
         args.openai_port, FaultPlan(latency=args.openai_latency, error_rate=args.error_rate)
     ).start()
