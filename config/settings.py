@@ -164,6 +164,8 @@ OPENAI_SYSTEM_PROMPT_FILE: Path = Path(
 )
 # How many earlier messages (inbound and outbound) the model sees with the one it answers.
 OPENAI_HISTORY_MESSAGES: int = env.int("OPENAI_HISTORY_MESSAGES", default=20)
+# Voice notes are transcribed with this model (OpenAI's transcription endpoint, same key and base URL).
+OPENAI_TRANSCRIPTION_MODEL: str = env.str("OPENAI_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe")
 
 # OUTBOUND (the worker)
 # ------------------------------------------------------------------------------
@@ -189,6 +191,9 @@ OUTBOUND_HANDOFF_MESSAGE: str = env.str(
     default="Thanks! A person from our team will answer you here as soon as possible.",
 )
 OUTBOUND_HANDOFF_BUTTON: str = env.str("OUTBOUND_HANDOFF_BUTTON", default="")
+# The largest voice note or image the worker downloads from Meta (Meta's own limit for audio: 16 MB). Larger
+# media is not downloaded: the customer is asked to write instead.
+OUTBOUND_MEDIA_MAX_BYTES: int = env.int("OUTBOUND_MEDIA_MAX_BYTES", default=16 * 1024 * 1024)
 # /healthz reports 503 when no worker run has finished for this long.
 OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
 # How many knowledge entries (the most relevant to the customer's recent messages) the model sees per reply.

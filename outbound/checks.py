@@ -128,7 +128,12 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     errors += _phone_number_id_errors()
-    for name in ("OUTBOUND_MAX_ATTEMPTS", "OUTBOUND_STALE_SECONDS", "OUTBOUND_MAX_SENDS_PER_SECOND"):
+    for name in (
+        "OUTBOUND_MAX_ATTEMPTS",
+        "OUTBOUND_STALE_SECONDS",
+        "OUTBOUND_MAX_SENDS_PER_SECOND",
+        "OUTBOUND_MEDIA_MAX_BYTES",
+    ):
         if not getattr(settings, name) > 0:
             errors.append(Error(f"{name} must be positive.", id="outbound.E004"))
     if settings.OUTBOUND_RETRY_BASE_SECONDS < 0:

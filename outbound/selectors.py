@@ -6,6 +6,7 @@ Selectors only read (HackSoft's split): state changes stay in `outbound/services
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -200,8 +201,15 @@ def _reply_detail(job: OutboundJob) -> str:
     return detail
 
 
-def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
-    """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first."""
+def conversation_for(
+    *, job: OutboundJob, limit: int, images: Mapping[int, tuple[str, ...]] | None = None
+) -> list[Turn]:
+    """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first.
+
+    `images`: inbound message id → the images (data URLs) the media phase downloaded for this call; they go
+    with that message's turn. Older images are only their stored description.
+    """
+    images = images or {}
     answered = job.inbound_message
     if answered is None:
         raise ValueError(f"job {job.pk} answers no inbound message: only bot replies are generated")
@@ -210,7 +218,7 @@ def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
         .exclude(text="")
         .exclude(type__in=sorted(NO_REPLY_TYPES))
         .order_by("-timestamp", "-pk")
-        .values_list("timestamp", "text")[:limit]
+        .values_list("timestamp", "text", "pk")[:limit]
     )
     outbound = (
         OutboundJob.objects.filter(
@@ -221,7 +229,9 @@ def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
         .order_by("-sent_at")
         .values_list("sent_at", "content")[:limit]
     )
-    turns: list[tuple[datetime, int, Turn]] = [(ts, 0, Turn("user", text)) for ts, text in inbound]
+    turns: list[tuple[datetime, int, Turn]] = [
+        (ts, 0, Turn("user", text, images=images.get(pk, ()))) for ts, text, pk in inbound
+    ]
     turns += [(ts, 1, Turn("assistant", text)) for ts, text in outbound if ts is not None]
     turns.sort(key=lambda item: (item[0], item[1]))
     selected = [turn for _, _, turn in turns][-limit:]

@@ -13,9 +13,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from outbound.media import DEFAULT_MEDIA_MAX_BYTES, ConsoleMediaSource, GraphMediaClient, MediaSource
 from outbound.numbers import default_phone_number_id
 from outbound.ratelimit import SendLimiter, SendRateLimiter, SharedSendRateLimiter
 from outbound.replies import OfflineReplyGenerator, OpenAIReplyGenerator, ReplyGenerator
+from outbound.transcription import OfflineTranscriber, OpenAITranscriber, Transcriber
 from outbound.whatsapp import Sender, WhatsAppClient
 
 # The limiter counts sends by our clock when it lets them go; Meta counts them by its clock when they arrive.
@@ -59,6 +61,11 @@ class WorkerConfig:
     # "Talk to a person" button title offered in bot replies (empty: no button).
     handoff_message: str = "Thanks! A person from our team will answer you here as soon as possible."
     handoff_button: str = ""
+    # Voice notes and images (outbound.services.media): where their bytes come from and who transcribes them.
+    # None: media is not fetched, and the model reads only that the customer sent one.
+    media_source: MediaSource | None = None
+    transcriber: Transcriber | None = None
+    media_max_bytes: int = DEFAULT_MEDIA_MAX_BYTES
     # The send limit is per business number (Meta counts per number): `limiter_factory` makes each number's
     # limiter on first use. Without one (a config built by hand), `rate_limiter` serves every number.
     limiter_factory: Callable[[str], SendLimiter] | None = None
@@ -81,11 +88,19 @@ def worker_config_from_settings() -> WorkerConfig:
     from outbound.console import ConsoleSender
 
     sender: Sender
+    media_source: MediaSource
     # The default number: a contact always carries its own (migration 0007 gave the older ones the first).
     phone_number_id = default_phone_number_id()
     if settings.OUTBOUND_SENDER == "console":
         sender = ConsoleSender(phone_number_id=phone_number_id or "PHONE_NUMBER_ID")
+        media_source = ConsoleMediaSource()
     else:
+        media_source = GraphMediaClient(
+            access_token=settings.WHATSAPP_ACCESS_TOKEN,
+            base_url=settings.WHATSAPP_GRAPH_URL,
+            api_version=settings.WHATSAPP_API_VERSION,
+            timeout=settings.WHATSAPP_TIMEOUT,
+        )
         sender = WhatsAppClient(
             access_token=settings.WHATSAPP_ACCESS_TOKEN,
             phone_number_id=phone_number_id,
@@ -94,9 +109,17 @@ def worker_config_from_settings() -> WorkerConfig:
             timeout=settings.WHATSAPP_TIMEOUT,
         )
     generator: ReplyGenerator
+    transcriber: Transcriber
     if settings.OUTBOUND_REPLY_GENERATOR == "offline":
         generator = OfflineReplyGenerator()
+        transcriber = OfflineTranscriber()
     else:
+        transcriber = OpenAITranscriber.from_settings(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            model=settings.OPENAI_TRANSCRIPTION_MODEL,
+            timeout=settings.OPENAI_TIMEOUT,
+        )
         generator = OpenAIReplyGenerator.from_settings(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,
@@ -123,6 +146,9 @@ def worker_config_from_settings() -> WorkerConfig:
         knowledge_top_k=settings.OUTBOUND_KNOWLEDGE_TOP_K,
         handoff_message=settings.OUTBOUND_HANDOFF_MESSAGE.strip(),
         handoff_button=settings.OUTBOUND_HANDOFF_BUTTON.strip(),
+        media_source=media_source,
+        transcriber=transcriber,
+        media_max_bytes=settings.OUTBOUND_MEDIA_MAX_BYTES,
         secrets=tuple(
             s
             for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)

@@ -16,7 +16,14 @@ from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from outbound.inbound import ParsedEcho, ParsedMessage, ParsedStatus, ParsedWebhook, StatusError
+from outbound.inbound import (
+    MediaRef,
+    ParsedEcho,
+    ParsedMessage,
+    ParsedStatus,
+    ParsedWebhook,
+    StatusError,
+)
 from outbound.numbers import EXAMPLE_PHONE_NUMBER_ID as EXAMPLE_PHONE_NUMBER_ID
 from outbound.numbers import split_phone_number_ids as split_phone_number_ids
 from outbound.vocabulary import (
@@ -205,6 +212,26 @@ def _parse_message(
         raw=raw,
         phone_number_id=phone_number_id,
         new_user_id=new_user_id,
+        media=media_ref(message_type, raw),
+    )
+
+
+# The message types whose object carries a Meta media id.
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
+
+def media_ref(message_type: str, raw: dict[str, Any]) -> MediaRef | None:
+    """The media id, mime type, sha256 and caption of a media message (None for other types, or no id)."""
+    if message_type not in MEDIA_TYPES:
+        return None
+    media_id = _field(raw, message_type, "id")
+    if not media_id or len(media_id) > ID_MAX_LENGTH:
+        return None
+    return MediaRef(
+        id=media_id,
+        mime_type=_field(raw, message_type, "mime_type")[:255],
+        sha256=_field(raw, message_type, "sha256")[:128],
+        caption=_field(raw, message_type, "caption"),
     )
 
 

@@ -53,6 +53,13 @@ MESSAGE_FIELDS = (
     "timestamp",
     "received_at",
     "job",
+    "media_status",
+    "transcript",
+    "media_description",
+    "media_caption",
+    "media_mime_type",
+    "media_id",
+    "media_sha256",
     "raw_display",
 )
 
@@ -168,7 +175,7 @@ class InboundMessageAdmin(ReadOnlyAdmin):
         "timestamp",
         "received_at",
     ]
-    list_filter = ["type", "needs_reply", ContactBusinessNumberFilter, "timestamp"]
+    list_filter = ["type", "needs_reply", "media_status", ContactBusinessNumberFilter, "timestamp"]
     search_fields = ["wamid", "contact__wa_id", "contact__profile_name", "text"]
     search_help_text = "Meta message id, number, name, or words of the message."
     list_select_related = ["contact"]

@@ -282,11 +282,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
         # Formatted before format_html: it escapes every argument into a string, which takes no date format
         # spec, and the admin shows a display method's exception as a silent "-".
         sent = timezone.localtime(message.timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        # The media phase's result: fetched (a transcript or an image description), or why it could not be used.
+        media = ""
+        if message.media_id:
+            media = f" ({message.get_media_status_display()}"
+            media += f": {message.media_description})" if message.media_description else ")"
         return format_html(
-            '<a href="{}">{} message of {}</a>{}',
+            '<a href="{}">{} message of {}</a>{}{}',
             url,
             message.type,
             sent,
+            media,
             _pre(message.text) if message.text else "",
         )
 

@@ -1,7 +1,14 @@
 """The domain's tables: contacts (with their bot state) and their messages both ways, reply jobs and their
 state machine, worker heartbeats, the business's knowledge and the reply settings, the shared send schedule."""
 
-from outbound.models.contacts import BotPauseReason, Contact, EchoMessage, InboundMessage, bot_paused_q
+from outbound.models.contacts import (
+    BotPauseReason,
+    Contact,
+    EchoMessage,
+    InboundMessage,
+    MediaStatus,
+    bot_paused_q,
+)
 from outbound.models.heartbeat import WorkerHeartbeat
 from outbound.models.job_people import BotPaused
 from outbound.models.jobs import OutboundJob, OutboundJobQuerySet
@@ -28,6 +35,7 @@ __all__ = [
     "InboundMessage",
     "JobChanged",
     "KnowledgeEntry",
+    "MediaStatus",
     "OutboundJob",
     "OutboundJobQuerySet",
     "ReplySettings",

@@ -132,10 +132,29 @@ class Contact(models.Model):
         return (self.bot_human_at or self.bot_paused_at) + timedelta(hours=hours)
 
 
+class MediaStatus(models.TextChoices):
+    """Where an inbound voice note or image stands in the worker's media phase (`InboundMessage.MediaStatus`)."""
+
+    NONE = "", "not fetched"
+    """Not a media message the worker fetches, or not fetched yet."""
+    READY = "READY", "fetched"
+    """Downloaded and checked: a voice note's transcript is stored, an image's description (never its bytes)."""
+    GONE = "GONE", "gone at Meta"
+    """Meta no longer has it (the media id lives 7 days, the download URL minutes): the customer is asked to
+    resend."""
+    TOO_LARGE = "TOO_LARGE", "too large"
+    """Over OUTBOUND_MEDIA_MAX_BYTES: the customer is asked to write instead."""
+    CORRUPT = "CORRUPT", "damaged"
+    """The bytes did not match Meta's sha256: the customer is asked to resend."""
+    UNREADABLE = "UNREADABLE", "could not be transcribed"
+    """The transcription refused the audio (a format it does not take): the customer is asked to write."""
+
+
 class InboundMessage(models.Model):
     """One message a customer sent, stored once whatever Meta redelivers."""
 
     Type = MessageType
+    MediaStatus = MediaStatus
 
     wamid = models.CharField("Meta message id", max_length=ID_MAX_LENGTH, unique=True)
     contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="inbound_messages")
@@ -148,6 +167,26 @@ class InboundMessage(models.Model):
     timestamp = models.DateTimeField(help_text="Meta's timestamp of the message")
     raw = models.JSONField(help_text="the message object exactly as Meta sent it")
     received_at = models.DateTimeField(auto_now_add=True)
+
+    # Media (image, audio, video, document, sticker), as the webhook gave it. The bytes are never stored: the
+    # worker fetches them from Meta when it answers (`outbound.services.media`).
+    media_id = models.CharField("Meta media id", max_length=ID_MAX_LENGTH, blank=True)
+    media_mime_type = models.CharField(max_length=255, blank=True)
+    media_sha256 = models.CharField(max_length=128, blank=True)
+    media_caption = models.TextField(blank=True)
+    media_status = models.CharField(
+        max_length=max(len(v) for v in MediaStatus.values),
+        choices=MediaStatus.choices,
+        default="",
+        blank=True,
+    )
+    media_description = models.CharField(
+        max_length=500, blank=True, help_text="what the worker found: type, size, caption (never the bytes)"
+    )
+    # A voice note's words: `text` then holds them too, labelled as a transcript, for the model and staff.
+    transcript = models.TextField(
+        blank=True, help_text="the voice note transcribed (OPENAI_TRANSCRIPTION_MODEL)"
+    )
 
     class Meta:
         db_table = "webhooks_inboundmessage"

@@ -248,6 +248,7 @@ def _store_messages(
                 needs_reply=m.needs_reply,
                 timestamp=m.timestamp,
                 raw=m.raw,
+                **ingest_sql.media_fields(m),
             )
             for m in messages
             if m.wamid not in existing

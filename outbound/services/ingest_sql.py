@@ -79,7 +79,9 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
     for m in messages:
         params += [m.phone_number_id, getattr(m, by)]
         given = {"wamid": m.wamid, "type": m.type, "text": m.text, "needs_reply": m.needs_reply}
-        params += _row(InboundMessage, {**given, "timestamp": m.timestamp, "raw": m.raw}, now, conn)
+        params += _row(
+            InboundMessage, {**given, "timestamp": m.timestamp, "raw": m.raw, **media_fields(m)}, now, conn
+        )
     params += _row(OutboundJob, {}, now, conn)
     with conn.cursor() as cursor:
         cursor.execute(_statement(by, len(newest), len(messages)), params)
@@ -201,3 +203,16 @@ def _casts(fields: list[models.Field], conn: Any) -> str:
 def _column(field: models.Field) -> str:
     """A concrete field's column (only virtual fields have none, and `_fields` takes concrete ones)."""
     return str(field.column)
+
+
+def media_fields(message: ParsedMessage) -> dict[str, str]:
+    """The media columns of an inbound message (empty for a message without media)."""
+    media = message.media
+    if media is None:
+        return {}
+    return {
+        "media_id": media.id,
+        "media_mime_type": media.mime_type,
+        "media_sha256": media.sha256,
+        "media_caption": media.caption,
+    }

@@ -20,6 +20,8 @@ from outbound.exceptions import (
     GraphConnectError,
     GraphError,
     GraphResponseLost,
+    MediaConfigurationError,
+    MediaTransientError,
     ReplyConfigurationError,
     ReplyPermanentError,
     ReplyTransientError,
@@ -42,6 +44,7 @@ from outbound.services.handoff import (
     outbound_job_hand_off,
     outbound_job_step_back,
 )
+from outbound.services.media import MediaPhase, outbound_job_prepare_media
 from outbound.vocabulary import BUTTON_BODY_LIMIT, HANDOFF_BUTTON_ID
 from outbound.whatsapp import Recipient, SendResult
 from outbound.window import is_window_open, template_parameters
@@ -151,7 +154,10 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         return Outcome.GENERATED
     if outbound_job_asks_for_a_person(job=job):
         return _hand_off(job, token, config, reason=BotPauseReason.CUSTOMER_ASKED)
-    conversation = conversation_for(job=job, limit=config.history_messages)
+    media = _prepare_media(job, token, config)
+    if isinstance(media, Outcome):
+        return media
+    conversation = conversation_for(job=job, limit=config.history_messages, images=media.images)
     # Read for each reply: staff edits to the prompt and the entries apply to a running --loop worker.
     knowledge = knowledge_search(question=question_from(conversation), limit=config.knowledge_top_k)
     system_prompt = reply_system_prompt(default=config.system_prompt)
@@ -191,6 +197,7 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         return Outcome.FAILED
     log = {
         "in_window": True,
+        **media.log(),
         "action": answer.action.value,
         "knowledge_ids": ",".join(str(snippet.id) for snippet in knowledge),
         "knowledge_used": ",".join(map(str, answer.knowledge_used)),
@@ -208,8 +215,39 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         # What the model was given, and which of it the model says the reply relies on.
         knowledge=[snippet.record(cited=snippet.id in answer.knowledge_used) for snippet in knowledge],
         log=log,
+        # Media that could not be used: staff see why the reply asks the customer to write or resend.
+        error=_error_line(job, "media", "; ".join(media.notes), config) if media.notes else None,
     )
     return Outcome.GENERATED
+
+
+def _prepare_media(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> MediaPhase | Outcome:
+    """The media phase (outbound.services.media): its result, or the outcome when the job stops here."""
+    if config.media_source is None or config.transcriber is None:
+        return MediaPhase()
+    try:
+        return outbound_job_prepare_media(
+            job=job,
+            source=config.media_source,
+            transcriber=config.transcriber,
+            max_bytes=config.media_max_bytes,
+            last_attempt=job.attempts >= config.max_attempts,
+        )
+    except MediaTransientError as exc:
+        return _retry_or_fail(job, token, config, phase="media", error=str(exc), retry_after=exc.retry_after)
+    except MediaConfigurationError as exc:
+        # Our token, key or model, not this job: keep it, refund the attempt, stop loudly (as for replies).
+        job.mark_retry(
+            token=token,
+            error=_error_line(job, "media", str(exc), config),
+            next_attempt_at=timezone.now(),
+            refund_attempt=True,
+        )
+        raise ConfigurationError(
+            redact(
+                f"a media request was refused ({exc}): check {exc.check}; the job was kept", config.secrets
+            )
+        ) from exc
 
 
 def _hand_off(

@@ -126,3 +126,11 @@ def test_handoff_settings_in_range_pass(settings):
     settings.OUTBOUND_HANDOFF_HOURS = 0
     settings.OUTBOUND_HANDOFF_BUTTON = "Talk to a person"
     assert check_backends() == []
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_media_size_limit_that_is_not_positive_is_refused(settings, value):
+    settings.OUTBOUND_MEDIA_MAX_BYTES = value
+    assert ids_and_messages(check_backends()) == [
+        ("outbound.E004", "OUTBOUND_MEDIA_MAX_BYTES must be positive.")
+    ]
