@@ -315,6 +315,10 @@ class FakeOpenAI(FakeServer):
     refusal: str | None = None
     finish_reason = "stop"
     content: str | None = None
+    # OpenAI's `usage` of every answer: prompt tokens (of which `cached_tokens` came from the prompt cache).
+    prompt_tokens = 250
+    cached_tokens = 0
+    completion_tokens = 40
 
     def success(self, body: dict[str, Any]) -> Any:
         message: dict[str, Any] = {"role": "assistant", "content": self._content(body), "refusal": None}
@@ -326,7 +330,12 @@ class FakeOpenAI(FakeServer):
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": self.finish_reason, "message": message}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            },
         }
 
     def _content(self, body: dict[str, Any]) -> str:

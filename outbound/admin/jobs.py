@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -118,6 +119,7 @@ JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
             "key",
         ),
     ),
+    ("Model usage", ("tokens_display", "cost_display")),
     ("Conversation", ("conversation",)),
     (None, ("superseded_by", "created_at", "updated_at")),
 ]
@@ -133,6 +135,11 @@ def _ids(jobs: Iterable[OutboundJob]) -> str:
 
 def _pre(text: str) -> SafeString:
     return format_html('<pre class="job-pre">{}</pre>', text)
+
+
+def format_cost(cost: Decimal) -> str:
+    """A cost for people: six decimals below a cent (a single reply costs fractions of one), else two."""
+    return f"{cost:.6f}" if abs(cost) < Decimal("0.01") else f"{cost:,.2f}"
 
 
 def last_error_line(error_log: str) -> str:
@@ -292,6 +299,20 @@ class OutboundJobAdmin(admin.ModelAdmin):
         if job.send_response is None:
             return "—"
         return _pre(json.dumps(job.send_response, indent=2, ensure_ascii=False))
+
+    @admin.display(description="tokens")
+    def tokens_display(self, job: OutboundJob) -> str:
+        if job.input_tokens is None and job.output_tokens is None:
+            return "None recorded (no model call, or the provider reported no usage)."
+        cached = f", {job.cached_input_tokens or 0:,} of them cached" if job.cached_input_tokens else ""
+        return f"{job.input_tokens or 0:,} input{cached}; {job.output_tokens or 0:,} output"
+
+    @admin.display(description="estimated cost")
+    def cost_display(self, job: OutboundJob) -> str:
+        cost = job.estimated_cost()
+        if cost is None:
+            return "—"
+        return f"{format_cost(cost)} at the configured prices per million tokens"
 
     @admin.display(description="conversation (both ways, in time order)")
     def conversation(self, job: OutboundJob) -> SafeString:

@@ -95,6 +95,8 @@ class Contact(models.Model):
     class Meta:
         db_table = "webhooks_contact"
         ordering = ["-last_inbound_at"]
+        # The admin's list order.
+        indexes = [models.Index(fields=["-last_inbound_at", "-id"], name="contact_last_inbound")]
 
     def __str__(self) -> str:
         number = f"+{self.wa_id}" if self.wa_id else self.user_id or "?"
@@ -138,7 +140,11 @@ class InboundMessage(models.Model):
     class Meta:
         db_table = "webhooks_inboundmessage"
         ordering = ["-timestamp"]
-        indexes = [models.Index(fields=["contact", "timestamp"], name="inbound_contact_time")]
+        indexes = [
+            models.Index(fields=["contact", "timestamp"], name="inbound_contact_time"),
+            # The admin's list order.
+            models.Index(fields=["-timestamp", "-id"], name="inbound_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.wamid}"

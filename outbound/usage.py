@@ -1,0 +1,71 @@
+"""What a reply cost: the model's token counts (OpenAI's `usage`) and their price (pure, no Django models).
+
+Prices are per million tokens, in the account's currency, from settings (`OPENAI_PRICE_*_PER_MTOK`). OpenAI
+counts cached prompt tokens inside `prompt_tokens` and bills them at the cached rate, so the cost is
+`(input - cached) * input_price + cached * cached_price + output * output_price`, divided by a million.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """The tokens one model call used, as the provider reported them."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> TokenUsage | None:
+        """Read a Chat Completions `usage` object (or dict); None when the provider sent none."""
+        if usage is None:
+            return None
+
+        def get(obj: Any, name: str) -> Any:
+            return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+        prompt, completion = get(usage, "prompt_tokens"), get(usage, "completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        details = get(usage, "prompt_tokens_details")
+        cached = get(details, "cached_tokens") if details is not None else None
+        return cls(
+            input_tokens=max(prompt, 0),
+            output_tokens=max(completion, 0),
+            cached_input_tokens=min(max(cached, 0), prompt) if isinstance(cached, int) else 0,
+        )
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Prices per million tokens (`settings.OPENAI_PRICE_*_PER_MTOK`)."""
+
+    input: Decimal
+    cached_input: Decimal
+    output: Decimal
+
+    @classmethod
+    def from_settings(cls) -> Prices:
+        from django.conf import settings
+
+        return cls(
+            input=Decimal(str(settings.OPENAI_PRICE_INPUT_PER_MTOK)),
+            cached_input=Decimal(str(settings.OPENAI_PRICE_CACHED_INPUT_PER_MTOK)),
+            output=Decimal(str(settings.OPENAI_PRICE_OUTPUT_PER_MTOK)),
+        )
+
+
+def token_cost(*, input_tokens: int, output_tokens: int, cached_input_tokens: int, prices: Prices) -> Decimal:
+    """The estimated cost of these tokens at these prices (see the module docstring for the formula)."""
+    cached = min(cached_input_tokens, input_tokens)
+    total = (
+        (input_tokens - cached) * prices.input + cached * prices.cached_input + output_tokens * prices.output
+    )
+    return total / MILLION
