@@ -209,6 +209,8 @@ OUTBOUND_HANDOFF_MESSAGE: str = env.str(
     default="Thanks! A person from our team will answer you here as soon as possible.",
 )
 OUTBOUND_HANDOFF_BUTTON: str = env.str("OUTBOUND_HANDOFF_BUTTON", default="")
+# Bearer token Prometheus sends to /metrics; empty: /metrics answers 404 (off).
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
 # /healthz reports 503 when no worker run has finished for this long.
 OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
 # How many knowledge entries (the most relevant to the customer's recent messages) the model sees per reply.

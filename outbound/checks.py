@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 
@@ -203,3 +203,23 @@ def check_static_files_collected(app_configs: Any = None, **kwargs: Any) -> list
             id="outbound.E006",
         )
     ]
+
+
+@register(Tags.security, deploy=False)
+def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """A short or public /metrics token with DEBUG off: the figures are readable by anyone who guesses it."""
+    token = settings.METRICS_TOKEN
+    if settings.DEBUG or not token:
+        return []
+    if token in PUBLIC_EXAMPLE_VALUES or token.startswith(INSECURE_PREFIX) or len(token) < SECRET_MIN_LENGTH:
+        return [
+            Warning(
+                f"METRICS_TOKEN is shorter than {SECRET_MIN_LENGTH} characters or a public example value: "
+                "anyone who guesses it reads the service's traffic, failures and costs at /metrics.",
+                hint="Set METRICS_TOKEN to a long random value, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` (and the same in Prometheus' "
+                "scrape config), or unset it to turn /metrics off.",
+                id="outbound.W010",
+            )
+        ]
+    return []
