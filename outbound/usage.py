@@ -69,3 +69,8 @@ def token_cost(*, input_tokens: int, output_tokens: int, cached_input_tokens: in
         (input_tokens - cached) * prices.input + cached * prices.cached_input + output_tokens * prices.output
     )
     return total / MILLION
+
+
+def format_cost(cost: Decimal) -> str:
+    """A cost for people: six decimals below a cent (a single reply costs fractions of one), else two."""
+    return f"{cost:.6f}" if abs(cost) < Decimal("0.01") else f"{cost:,.2f}"

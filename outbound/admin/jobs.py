@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +31,7 @@ from outbound.services.staff import (
     outbound_jobs_regenerate,
     outbound_jobs_retry,
 )
+from outbound.usage import format_cost
 
 Status = OutboundJob.Status
 
@@ -135,11 +135,6 @@ def _ids(jobs: Iterable[OutboundJob]) -> str:
 
 def _pre(text: str) -> SafeString:
     return format_html('<pre class="job-pre">{}</pre>', text)
-
-
-def format_cost(cost: Decimal) -> str:
-    """A cost for people: six decimals below a cent (a single reply costs fractions of one), else two."""
-    return f"{cost:.6f}" if abs(cost) < Decimal("0.01") else f"{cost:,.2f}"
 
 
 def last_error_line(error_log: str) -> str:
