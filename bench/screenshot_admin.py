@@ -1,6 +1,6 @@
 """Screenshot the admin index with two weeks of demo data, in the light and the dark theme.
 
-    python -m bench.screenshot_admin                   # writes docs/admin-index.png and docs/admin-index-dark.png
+    python -m bench.screenshot_admin                   # docs/admin-index.png, admin-index-dark.png, admin-job.png
     python -m bench.screenshot_admin --out /tmp/shots  # elsewhere
 
 Builds its own SQLite database in a temporary folder (never touches DATABASE_URL's), migrates it, seeds it
@@ -23,8 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def render_index_html() -> str:
-    """The admin index's HTML, static URLs replaced by file URLs (Django set up by the caller)."""
+def render_admin_html(path: str = "/admin/") -> str:
+    """An admin page's HTML as a superuser sees it, static URLs replaced by file URLs (Django set up by the
+    caller)."""
     from django.conf import settings
     from django.contrib.auth.models import User
     from django.contrib.staticfiles import finders
@@ -35,9 +36,9 @@ def render_index_html() -> str:
     )
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
-    response = client.get("/admin/")
+    response = client.get(path)
     if response.status_code != 200:
-        raise SystemExit(f"the admin index answered {response.status_code}")
+        raise SystemExit(f"{path} answered {response.status_code}")
     html = response.content.decode()
 
     def local(match: re.Match[str]) -> str:
@@ -97,16 +98,25 @@ def main(argv: list[str] | None = None) -> int:
         from bench.demo_data import seed_demo_data
 
         print(f"seeded {seed_demo_data()} jobs", flush=True)
-        page = Path(tmp) / "index.html"
-        page.write_text(render_index_html(), encoding="utf-8")
-        for dark, name in ((False, "admin-index.png"), (True, "admin-index-dark.png")):
+        from outbound.models import OutboundJob
+
+        job = OutboundJob.objects.filter(status="SENT", delivery_status="read").order_by("-sent_at").first()
+        assert job is not None
+        shots = [
+            ("/admin/", "admin-index.png", False, args.height),
+            ("/admin/", "admin-index-dark.png", True, args.height),
+            (f"/admin/outbound/outboundjob/{job.pk}/change/", "admin-job.png", False, 900),
+        ]
+        for path, name, dark, height in shots:
+            page = Path(tmp) / f"{name}.html"
+            page.write_text(render_admin_html(path), encoding="utf-8")
             screenshot(
                 html=page,
                 png=args.out / name,
                 chromium=args.chromium,
                 dark=dark,
                 width=args.width,
-                height=args.height,
+                height=height,
             )
             print(f"wrote {args.out / name}", flush=True)
     return 0

@@ -206,3 +206,29 @@ def bar_list(
         )
     out.append("</svg>")
     return mark_safe("".join(out))  # noqa: S308 - every text above went through escape()
+
+
+def timeline(
+    *, uid: str, title: str, steps: Sequence[tuple[str, str, str]], width: int = WIDTH, height: int = 74
+) -> SafeString:
+    """Steps left to right at equal spacing: (name, time text or "" when it has not happened, the time since
+    the previous step or ""). A step that happened is a filled dot, one that has not a hollow one."""
+    slot = (width - 40) / max(len(steps), 1)
+    out = _open(
+        "chart-timeline", title, "; ".join(f"{n}: {t or 'not yet'}" for n, t, _ in steps), width, height, uid
+    )
+    xs = [20 + slot * (i + 0.5) for i in range(len(steps))]
+    if xs:
+        out.append(f'<line class="chart-axis" x1="{_n(xs[0])}" x2="{_n(xs[-1])}" y1="30" y2="30"/>')
+    for x, (name, when, gap) in zip(xs, steps, strict=True):
+        out.append(
+            f'<circle class="{"step-done" if when else "step-open"}" cx="{_n(x)}" cy="30" r="6"/>'
+            f'<text x="{_n(x)}" y="14" text-anchor="middle">{escape(name)}</text>'
+            f'<text class="chart-tick" x="{_n(x)}" y="52" text-anchor="middle">{escape(when or "—")}</text>'
+        )
+        if gap:
+            out.append(
+                f'<text class="chart-gap" x="{_n(x - slot / 2)}" y="26" text-anchor="middle">{escape(gap)}</text>'
+            )
+    out.append("</svg>")
+    return mark_safe("".join(out))  # noqa: S308 - every text above went through escape()

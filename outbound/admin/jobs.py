@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +32,7 @@ from outbound.services.staff import (
     outbound_jobs_regenerate,
     outbound_jobs_retry,
 )
+from outbound.svg import timeline as svg_timeline
 from outbound.usage import format_cost
 
 Status = OutboundJob.Status
@@ -85,6 +87,7 @@ JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
         None,
         (
             "status_badge",
+            "timeline",
             "contact_link",
             "written_by",
             "reply",
@@ -135,6 +138,18 @@ def _ids(jobs: Iterable[OutboundJob]) -> str:
 
 def _pre(text: str) -> SafeString:
     return format_html('<pre class="job-pre">{}</pre>', text)
+
+
+def format_gap(gap: timedelta) -> str:
+    """The time between two steps, short: "+850 ms", "+2.1 s", "+3 min", "+5 h"."""
+    seconds = max(gap.total_seconds(), 0.0)
+    if seconds < 1:
+        return f"+{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"+{seconds:.1f} s"
+    if seconds < 3600:
+        return f"+{seconds / 60:.0f} min"
+    return f"+{seconds / 3600:.1f} h"
 
 
 def last_error_line(error_log: str) -> str:
@@ -294,6 +309,34 @@ class OutboundJobAdmin(admin.ModelAdmin):
         if job.send_response is None:
             return "—"
         return _pre(json.dumps(job.send_response, indent=2, ensure_ascii=False))
+
+    @admin.display(description="timeline")
+    def timeline(self, job: OutboundJob) -> SafeString:
+        """Received, claimed, generated, sent, delivered, read: when each happened and how long after the one
+        before (Meta's status webhooks keep only the latest time: delivered shows no time once read)."""
+        received = job.inbound_message.received_at if job.inbound_message is not None else job.created_at
+        delivered = job.delivery_status in (OutboundJob.Delivery.DELIVERED, OutboundJob.Delivery.READ)
+        read = job.delivery_status == OutboundJob.Delivery.READ
+        moments = [
+            ("received" if job.inbound_message is not None else "created", received),
+            ("claimed", job.first_claimed_at),
+            ("generated", job.generated_at),
+            ("sent", job.sent_at),
+            ("delivered", job.delivery_updated_at if delivered and not read else None),
+            ("read", job.delivery_updated_at if read else None),
+        ]
+        steps, previous = [], None
+        for name, moment in moments:
+            done = moment is not None or (name == "delivered" and read)
+            when = (
+                timezone.localtime(moment).strftime("%H:%M:%S")
+                if moment is not None
+                else ("✓" if done else "")
+            )
+            gap = format_gap(moment - previous) if moment is not None and previous is not None else ""
+            steps.append((name, when, gap))
+            previous = moment or previous
+        return svg_timeline(uid=f"job-{job.pk}-timeline", title=f"Timeline of job {job.pk}", steps=steps)
 
     @admin.display(description="tokens")
     def tokens_display(self, job: OutboundJob) -> str:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from outbound.models import OutboundJob
 from outbound.replies import OpenAIReplyGenerator, Turn
 from outbound.usage import Prices, TokenUsage, token_cost
-from tests.factories import make_job
+from tests.factories import make_job, make_timed_job
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, run_jobs
 
 PRICES = Prices(input=Decimal("0.40"), cached_input=Decimal("0.10"), output=Decimal("1.60"))
@@ -94,3 +97,30 @@ def test_a_job_without_usage_says_so(admin_client):
     job = make_job()
     page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
     assert "None recorded" in page
+
+
+@pytest.mark.django_db
+def test_the_job_page_draws_its_timeline(admin_client):
+    now = timezone.now()
+    job = make_timed_job(
+        received_at=now - timedelta(minutes=5), claimed_after=0.4, generated_after=2.5, sent_after=3
+    )
+    OutboundJob.objects.filter(pk=job.pk).update(
+        delivery_status=OutboundJob.Delivery.READ, delivery_updated_at=now - timedelta(minutes=1)
+    )
+    page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
+    [svg] = re.findall(r'<svg class="chart chart-timeline".*?</svg>', page, re.S)
+    assert f'<title id="job-{job.pk}-timeline-title">Timeline of job {job.pk}</title>' in svg
+    for step in ("received", "claimed", "generated", "sent", "delivered", "read"):
+        assert f">{step}</text>" in svg
+    assert "+400 ms" in svg  # received → claimed
+    assert "+2.1 s" in svg  # claimed → generated
+    assert "+4 min" in svg  # sent → read (delivered has no time of its own once read)
+    assert svg.count('class="step-done"') == 6
+
+
+@pytest.mark.django_db
+def test_a_pending_jobs_timeline_shows_the_steps_to_come(admin_client):
+    job = make_job()
+    page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
+    assert page.count('class="step-open"') == 5
