@@ -24,7 +24,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from outbound.models import KnowledgeEntry, OutboundJob
+from outbound.admin.scale import IndexedSearch, IndexedSearchMixin
+from outbound.models import InboundMessage, KnowledgeEntry, OutboundJob
 from outbound.selectors import contact_conversation
 from outbound.services.staff import (
     StaffActionResult,
@@ -163,7 +164,7 @@ def last_error_line(error_log: str) -> str:
 
 
 @admin.register(OutboundJob)
-class OutboundJobAdmin(admin.ModelAdmin):
+class OutboundJobAdmin(IndexedSearchMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "status_badge",
@@ -186,10 +187,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "content",
     ]
     search_help_text = "Number, name, Meta message id (ours or the customer's), or words of the reply."
+    # What the search box really does (fast at a million jobs): outbound.admin.scale.
+    indexed_search = IndexedSearch(
+        number_contact="contact",
+        wamid_fields=["wa_message_id"],
+        wamid_related=[(InboundMessage, "wamid", "inbound_message")],
+        text_fields=["content"],
+        name_contact="contact",
+    )
     list_select_related = ["contact"]
     ordering = ["-created_at", "-pk"]
     list_per_page = 50
-    show_full_result_count = False  # a COUNT(*) over every job on each page load buys nothing
     actions = ["retry_jobs", "regenerate", "cancel"]
     fieldsets = [(title, {"fields": fields}) for title, fields in JOB_PAGE]
     # Every field belongs to the worker and the webhook, which write with conditional UPDATEs; a form save

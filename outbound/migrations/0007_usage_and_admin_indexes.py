@@ -3,6 +3,32 @@
 from django.conf import settings
 from django.db import migrations, models
 
+# Trigram indexes for the admin's word searches (outbound/admin/scale.py), PostgreSQL only: GIN on the
+# expression Django's `icontains` compares, UPPER(column::text) LIKE UPPER('%word%'). pg_trgm is a trusted
+# extension (PostgreSQL 13+): the database's owner may create it. SQLite has neither and needs neither.
+TRIGRAM_INDEXES = [
+    ("outbound_content_trgm", "outbound_outboundjob", "content"),
+    ("contact_name_trgm", "webhooks_contact", "profile_name"),
+    ("inbound_text_trgm", "webhooks_inboundmessage", "text"),
+]
+
+
+def create_trigram_indexes(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for name, table, column in TRIGRAM_INDEXES:
+        schema_editor.execute(
+            f'CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (UPPER("{column}"::text) gin_trgm_ops)'
+        )
+
+
+def drop_trigram_indexes(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for name, _, _ in TRIGRAM_INDEXES:
+        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
+
 
 class Migration(migrations.Migration):
 
@@ -71,4 +97,5 @@ class Migration(migrations.Migration):
             model_name='outboundjob',
             index=models.Index(condition=models.Q(('status', 'FAILED')), fields=['updated_at'], name='outbound_failed_at'),
         ),
+        migrations.RunPython(create_trigram_indexes, drop_trigram_indexes),
     ]
