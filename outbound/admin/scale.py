@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +26,14 @@ from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from outbound.models.queries import planner_rows
+
 # Below this many estimated rows, the count is exact (it is cheap there, and page links stay right).
 EXACT_COUNT_LIMIT = 10_000
 # At most this many contacts are matched by a name for a search in another table.
 CONTACT_MATCH_LIMIT = 500
+# Trigrams: a word of one or two characters cannot use the index.
+MIN_WORD = 3
 _NUMBER = re.compile(r"^\+?\d{5,20}$")
 
 
@@ -60,15 +63,9 @@ def _estimated_rows(queryset: QuerySet[Any]) -> int | None:
         # -1: never analysed yet (a new table); count it then.
         return int(row[0]) if row and row[0] >= 0 else None
     try:
-        sql, params = queryset.order_by().values("pk").query.sql_with_params()
+        return planner_rows(queryset.order_by().values("pk"))
     except EmptyResultSet:  # a search that can match nothing (an unknown Meta id)
         return 0
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
-        plan = cursor.fetchone()[0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,11 @@ class IndexedSearch:
         """The rows matching every word of `term` (each word in any of its places)."""
         from outbound.models import Contact
 
-        for word in term.split():
+        words = term.split()
+        if any(len(word) >= MIN_WORD for word in words):
+            # "in", "a": no trigram index can find them, and they narrow nothing down; dropped beside longer ones.
+            words = [word for word in words if len(word) >= MIN_WORD]
+        for word in words:
             if _NUMBER.match(word):
                 digits = word.lstrip("+")
                 q = Q(pk__in=[])

@@ -108,3 +108,34 @@ def test_every_list_answers_searches_without_error(admin_client, people):
     for url in (JOBS, CONTACTS, MESSAGES):
         for q in ("16505551234", "wamid.INA", "blue lamp", "ana", "  "):
             assert admin_client.get(url, {"q": q}).status_code == 200
+
+
+def test_counts_by_status_are_exact_when_small():
+    make_job(status=OutboundJob.Status.SENT, wamid="wamid.C1")
+    make_job(status=OutboundJob.Status.FAILED, wamid="wamid.C2")
+    counts, estimated = OutboundJob.objects.counts_by_status()
+    assert (counts["SENT"], counts["FAILED"], counts["PENDING"], estimated) == (1, 1, 0, False)
+
+
+@pytest.mark.skipif(not is_postgres(), reason="PostgreSQL's estimates")
+def test_a_year_of_sent_jobs_is_estimated_and_shown_so(admin_client, monkeypatch):
+    from outbound.models import queries
+
+    for i in range(40):
+        make_job(status=OutboundJob.Status.SENT, wamid=f"wamid.Y{i}")
+    make_job(status=OutboundJob.Status.FAILED, wamid="wamid.YF")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbound_outboundjob")
+    monkeypatch.setattr(queries, "ESTIMATE_SENT_OVER", 10)
+    counts, estimated = OutboundJob.objects.counts_by_status()
+    assert estimated
+    assert counts["SENT"] == 40  # ANALYZE saw every row of so small a table
+    assert counts["FAILED"] == 1  # exact
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert '<td class="job-count" id="count-SENT">\u2248 40</td>' in page
+
+
+def test_short_words_are_dropped_beside_longer_ones(admin_client, people):
+    _, _, a, _ = people
+    assert listed(admin_client, JOBS, "comes in blue") == {a.pk}
+    assert listed(admin_client, JOBS, "in") == {a.pk}  # alone, a short word still counts
