@@ -115,7 +115,8 @@ def seed(*, contacts: int, messages: int) -> float:
         cursor.execute("SET maintenance_work_mem = '256MB'")
         for _, definition in indexes:
             cursor.execute(definition)
-        cursor.execute("ANALYZE")
+        # As autovacuum leaves a live table: statistics and the visibility map (index-only scans).
+        cursor.execute("VACUUM ANALYZE")
     return time.monotonic() - started
 
 

@@ -112,10 +112,10 @@ def admin_dashboard(*, now: datetime | None = None) -> Dashboard:
         jobs.filter(sent_at__gte=first_day_start)
         .annotate(h=TruncHour("sent_at"))
         .values_list("h")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
     )
     failed = jobs.filter(status=S.FAILED, updated_at__gte=first_day_start)
-    failed_hourly = list(failed.annotate(h=TruncHour("updated_at")).values_list("h").annotate(n=Count("id")))
+    failed_hourly = list(failed.annotate(h=TruncHour("updated_at")).values_list("h").annotate(n=Count("*")))
     failure_kinds = list(failed.values_list("failure_phase", "failure_code").annotate(n=Count("id")))
     delivery_failures = list(
         jobs.filter(delivery_status=DeliveryStatus.FAILED, delivery_updated_at__gte=first_day_start)

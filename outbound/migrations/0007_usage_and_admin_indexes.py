@@ -97,5 +97,13 @@ class Migration(migrations.Migration):
             model_name='outboundjob',
             index=models.Index(condition=models.Q(('status', 'FAILED')), fields=['updated_at'], name='outbound_failed_at'),
         ),
+        migrations.AddIndex(
+            model_name="contact",
+            index=models.Index(
+                condition=models.Q(("handoff_requested_at__isnull", False)),
+                fields=["handoff_requested_at"],
+                name="contact_waiting",
+            ),
+        ),
         migrations.RunPython(create_trigram_indexes, drop_trigram_indexes),
     ]

@@ -95,8 +95,16 @@ class Contact(models.Model):
     class Meta:
         db_table = "webhooks_contact"
         ordering = ["-last_inbound_at"]
-        # The admin's list order.
-        indexes = [models.Index(fields=["-last_inbound_at", "-id"], name="contact_last_inbound")]
+        indexes = [
+            # The admin's list order.
+            models.Index(fields=["-last_inbound_at", "-id"], name="contact_last_inbound"),
+            # The conversations waiting for a person (the admin index, /metrics).
+            models.Index(
+                fields=["handoff_requested_at"],
+                name="contact_waiting",
+                condition=Q(handoff_requested_at__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         number = f"+{self.wa_id}" if self.wa_id else self.user_id or "?"
