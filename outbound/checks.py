@@ -13,6 +13,7 @@ from django.core.files.storage import storages
 
 from outbound.knowledge import LANGUAGE_NAME
 from outbound.replies import WHATSAPP_TEXT_LIMIT
+from outbound.usage import PRICE_SETTINGS, parse_price
 from outbound.vocabulary import BUTTON_TITLE_LIMIT
 
 REQUIRED_IN_PRODUCTION = (
@@ -223,3 +224,17 @@ def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]
             )
         ]
     return []
+
+
+@register(Tags.compatibility)
+def check_prices(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Each OPENAI_PRICE_*_PER_MTOK must be a number of zero or more (a price per million tokens)."""
+    return [
+        Error(
+            f"{name}={getattr(settings, name)!r} is not a price per million tokens.",
+            hint=f"Set {name} to a number of zero or more, e.g. 0.40 (the account's currency).",
+            id="outbound.E010",
+        )
+        for name in PRICE_SETTINGS
+        if parse_price(getattr(settings, name)) is None
+    ]

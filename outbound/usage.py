@@ -8,7 +8,7 @@ counts cached prompt tokens inside `prompt_tokens` and bills them at the cached 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MILLION = Decimal(1_000_000)
@@ -53,13 +53,31 @@ class Prices:
 
     @classmethod
     def from_settings(cls) -> Prices:
+        """The configured prices; a value that is not a price counts as 0 (the system check outbound.E010
+        names it, so this only happens with DEBUG on or checks skipped)."""
         from django.conf import settings
 
         return cls(
-            input=Decimal(str(settings.OPENAI_PRICE_INPUT_PER_MTOK)),
-            cached_input=Decimal(str(settings.OPENAI_PRICE_CACHED_INPUT_PER_MTOK)),
-            output=Decimal(str(settings.OPENAI_PRICE_OUTPUT_PER_MTOK)),
+            input=parse_price(settings.OPENAI_PRICE_INPUT_PER_MTOK) or Decimal(0),
+            cached_input=parse_price(settings.OPENAI_PRICE_CACHED_INPUT_PER_MTOK) or Decimal(0),
+            output=parse_price(settings.OPENAI_PRICE_OUTPUT_PER_MTOK) or Decimal(0),
         )
+
+
+PRICE_SETTINGS = (
+    "OPENAI_PRICE_INPUT_PER_MTOK",
+    "OPENAI_PRICE_CACHED_INPUT_PER_MTOK",
+    "OPENAI_PRICE_OUTPUT_PER_MTOK",
+)
+
+
+def parse_price(value: object) -> Decimal | None:
+    """A price per million tokens (zero or more), or None when `value` is not one."""
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return price if price.is_finite() and price >= 0 else None
 
 
 def token_cost(*, input_tokens: int, output_tokens: int, cached_input_tokens: int, prices: Prices) -> Decimal:

@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from outbound.checks import check_prices
 from outbound.models import OutboundJob
 from outbound.replies import OpenAIReplyGenerator, Turn
 from outbound.usage import Prices, TokenUsage, token_cost
@@ -124,3 +125,17 @@ def test_a_pending_jobs_timeline_shows_the_steps_to_come(admin_client):
     job = make_job()
     page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
     assert page.count('class="step-open"') == 5
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "NaN", ""])
+def test_a_price_that_is_not_one_is_a_check_error_naming_it(settings, value):
+    settings.OPENAI_PRICE_OUTPUT_PER_MTOK = value
+    [error] = check_prices()
+    assert error.id == "outbound.E010"
+    assert "OPENAI_PRICE_OUTPUT_PER_MTOK" in error.msg
+
+
+def test_good_prices_pass_the_check(settings):
+    settings.OPENAI_PRICE_INPUT_PER_MTOK = " 2.5 "
+    assert check_prices() == []
+    assert Prices.from_settings().input == Decimal("2.5")
