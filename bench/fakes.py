@@ -479,6 +479,10 @@ class FakeOpenAI(FakeServer):
     refusal: str | None = None
     finish_reason = "stop"
     content: str | None = None
+    # OpenAI's `usage` of every answer: prompt tokens (of which `cached_tokens` came from the prompt cache).
+    prompt_tokens = 250
+    cached_tokens = 0
+    completion_tokens = 40
 
     # `/audio/transcriptions`: this text, or (None) the uploaded audio's bytes read as UTF-8, so that a test's
     # fake voice note says what the test wants.
@@ -514,7 +518,12 @@ class FakeOpenAI(FakeServer):
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": self.finish_reason, "message": message}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            },
         }
 
     def _content(self, body: dict[str, Any]) -> str:

@@ -7,12 +7,13 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 
 from outbound.knowledge import LANGUAGE_NAME
 from outbound.replies import WHATSAPP_TEXT_LIMIT
+from outbound.usage import PRICE_SETTINGS, parse_price
 from outbound.vocabulary import BUTTON_TITLE_LIMIT
 
 REQUIRED_IN_PRODUCTION = (
@@ -227,4 +228,38 @@ def check_static_files_collected(app_configs: Any = None, **kwargs: Any) -> list
             "the web server, with the same STATIC_ROOT.",
             id="outbound.E006",
         )
+    ]
+
+
+@register(Tags.security, deploy=False)
+def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """A short or public /metrics token with DEBUG off: the figures are readable by anyone who guesses it."""
+    token = settings.METRICS_TOKEN
+    if settings.DEBUG or not token:
+        return []
+    if token in PUBLIC_EXAMPLE_VALUES or token.startswith(INSECURE_PREFIX) or len(token) < SECRET_MIN_LENGTH:
+        return [
+            Warning(
+                f"METRICS_TOKEN is shorter than {SECRET_MIN_LENGTH} characters or a public example value: "
+                "anyone who guesses it reads the service's traffic, failures and costs at /metrics.",
+                hint="Set METRICS_TOKEN to a long random value, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` (and the same in Prometheus' "
+                "scrape config), or unset it to turn /metrics off.",
+                id="outbound.W010",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_prices(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Each OPENAI_PRICE_*_PER_MTOK must be a number of zero or more (a price per million tokens)."""
+    return [
+        Error(
+            f"{name}={getattr(settings, name)!r} is not a price per million tokens.",
+            hint=f"Set {name} to a number of zero or more, e.g. 0.40 (the account's currency).",
+            id="outbound.E010",
+        )
+        for name in PRICE_SETTINGS
+        if parse_price(getattr(settings, name)) is None
     ]

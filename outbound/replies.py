@@ -8,12 +8,13 @@ contract) is a `ReplyUnusableError`, never a reply.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import openai
@@ -26,6 +27,7 @@ from outbound.exceptions import (
 )
 from outbound.grounding import KnowledgeSnippet, knowledge_message
 from outbound.redaction import redact
+from outbound.usage import TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class ModelReply:
     action: ReplyAction
     # Ids of the knowledge entries the reply drew on (empty until the knowledge base feeds the model).
     knowledge_used: tuple[int, ...] = ()
+    # The tokens the call used (OpenAI's `usage`), for the cost per reply; None when the provider sent none.
+    usage: TokenUsage | None = field(default=None, compare=False)
 
 
 REPLY_SCHEMA: dict[str, Any] = {
@@ -189,7 +193,8 @@ class OpenAIReplyGenerator:
         content = (choice.message.content or "").strip()
         if not content:
             raise ReplyUnusableError("the model returned an empty reply")
-        return parse_model_answer(content)
+        answer = parse_model_answer(content)
+        return dataclasses.replace(answer, usage=TokenUsage.from_openai(getattr(completion, "usage", None)))
 
     def _describe(self, exc: openai.APIStatusError) -> str:
         return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"

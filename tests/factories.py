@@ -111,3 +111,32 @@ def make_knowledge(
     is_active: bool = True,
 ) -> KnowledgeEntry:
     return KnowledgeEntry.objects.create(title=title, body=body, is_active=is_active)
+
+
+def make_timed_job(
+    *,
+    received_at: datetime,
+    claimed_after: float | None = None,
+    generated_after: float | None = None,
+    sent_after: float | None = None,
+    status: str | None = None,
+    **fields: Any,
+) -> OutboundJob:
+    """A bot job whose timeline is set: the message received at `received_at`, then claimed, generated and
+    sent that many seconds after it (None: not yet). SENT when `sent_after` is given, else `status`."""
+    job = make_job(
+        status=status or (OutboundJob.Status.SENT if sent_after is not None else "PENDING"), **fields
+    )
+    InboundMessage.objects.filter(outbound_job=job).update(received_at=received_at)
+
+    def after(seconds: float | None) -> datetime | None:
+        return None if seconds is None else received_at + timedelta(seconds=seconds)
+
+    OutboundJob.objects.filter(pk=job.pk).update(
+        created_at=received_at,
+        first_claimed_at=after(claimed_after),
+        generated_at=after(generated_after),
+        sent_at=after(sent_after),
+    )
+    job.refresh_from_db()
+    return job

@@ -19,6 +19,7 @@ from django.utils.text import Truncator
 from outbound.admin.handoff import ContactHandoffMixin
 from outbound.admin.numbers import BusinessNumberFilter, ContactBusinessNumberFilter
 from outbound.admin.permissions import ReadOnlyPermissions
+from outbound.admin.scale import IndexedSearch, IndexedSearchMixin
 from outbound.models import Contact, InboundMessage, OutboundJob
 
 INLINE_JOBS = 50
@@ -74,7 +75,10 @@ class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
 class NewestJobsFormSet(BaseInlineFormSet):
     def get_queryset(self) -> QuerySet[OutboundJob]:
         # A long-time customer can have thousands of jobs; the page shows the newest and links to the rest.
-        return super().get_queryset().order_by("-created_at", "-pk")[:INLINE_JOBS]
+        # Built once: each form asks for it, and a new sliced queryset would be read again for every row.
+        if not hasattr(self, "_newest_jobs"):
+            self._newest_jobs = super().get_queryset().order_by("-created_at", "-pk")[:INLINE_JOBS]
+        return self._newest_jobs
 
 
 class OutboundJobInline(ReadOnlyPermissions, admin.TabularInline):
@@ -108,7 +112,7 @@ class BotStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
+class ContactAdmin(IndexedSearchMixin, ContactHandoffMixin, ReadOnlyAdmin):
     list_display = [
         "__str__",
         "wa_id",
@@ -121,6 +125,9 @@ class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
     list_filter = [BotStateFilter, BusinessNumberFilter]
     search_fields = ["wa_id", "user_id", "profile_name"]
     search_help_text = "Number, business-scoped user id or name."
+    indexed_search = IndexedSearch(
+        own_number_fields=["wa_id"], exact_fields=["user_id"], text_fields=["profile_name"]
+    )
     list_select_related = ["bot_paused_by"]
     ordering = ["-last_inbound_at", "-pk"]
     fields = readonly_fields = CONTACT_FIELDS
@@ -164,7 +171,7 @@ class ContactAdmin(ContactHandoffMixin, ReadOnlyAdmin):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(ReadOnlyAdmin):
+class InboundMessageAdmin(IndexedSearchMixin, ReadOnlyAdmin):
     list_display = [
         "wamid",
         "contact",
@@ -178,9 +185,11 @@ class InboundMessageAdmin(ReadOnlyAdmin):
     list_filter = ["type", "needs_reply", "media_status", ContactBusinessNumberFilter, "timestamp"]
     search_fields = ["wamid", "contact__wa_id", "contact__profile_name", "text"]
     search_help_text = "Meta message id, number, name, or words of the message."
+    indexed_search = IndexedSearch(
+        number_contact="contact", wamid_fields=["wamid"], text_fields=["text"], name_contact="contact"
+    )
     list_select_related = ["contact"]
     ordering = ["-timestamp", "-pk"]
-    show_full_result_count = False
     fields = readonly_fields = MESSAGE_FIELDS
 
     @admin.display(description="to business number", ordering="contact__phone_number_id")

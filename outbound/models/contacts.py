@@ -109,6 +109,16 @@ class Contact(models.Model):
             models.UniqueConstraint(fields=["phone_number_id", "wa_id"], name="contact_number_wa_id"),
             models.UniqueConstraint(fields=["phone_number_id", "user_id"], name="contact_number_user_id"),
         ]
+        indexes = [
+            # The admin's list order.
+            models.Index(fields=["-last_inbound_at", "-id"], name="contact_last_inbound"),
+            # The conversations waiting for a person (the admin index, /metrics).
+            models.Index(
+                fields=["handoff_requested_at"],
+                name="contact_waiting",
+                condition=Q(handoff_requested_at__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         number = f"+{self.wa_id}" if self.wa_id else self.user_id or "?"
@@ -191,7 +201,11 @@ class InboundMessage(models.Model):
     class Meta:
         db_table = "webhooks_inboundmessage"
         ordering = ["-timestamp"]
-        indexes = [models.Index(fields=["contact", "timestamp"], name="inbound_contact_time")]
+        indexes = [
+            models.Index(fields=["contact", "timestamp"], name="inbound_contact_time"),
+            # The admin's list order.
+            models.Index(fields=["-timestamp", "-id"], name="inbound_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.wamid}"

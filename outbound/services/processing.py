@@ -45,6 +45,7 @@ from outbound.services.handoff import (
     outbound_job_step_back,
 )
 from outbound.services.media import MediaPhase, outbound_job_prepare_media
+from outbound.usage import TokenUsage
 from outbound.vocabulary import BUTTON_BODY_LIMIT, HANDOFF_BUTTON_ID
 from outbound.whatsapp import Recipient, SendResult
 from outbound.window import is_window_open, template_parameters
@@ -204,9 +205,9 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         "duration_ms": int((time.monotonic() - started) * 1000),
     }
     if answer.action is ReplyAction.HANDOFF:
-        return _hand_off(job, token, config, reason=BotPauseReason.MODEL_ASKED)
+        return _hand_off(job, token, config, reason=BotPauseReason.MODEL_ASKED, usage=answer.usage)
     if answer.action is ReplyAction.NO_REPLY:
-        job.mark_no_reply(token=token, log=log)
+        job.mark_no_reply(token=token, log=log, usage=answer.usage)
         return Outcome.NO_REPLY
     job.mark_generated(
         token=token,
@@ -217,6 +218,7 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         log=log,
         # Media that could not be used: staff see why the reply asks the customer to write or resend.
         error=_error_line(job, "media", "; ".join(media.notes), config) if media.notes else None,
+        usage=answer.usage,
     )
     return Outcome.GENERATED
 
@@ -251,11 +253,17 @@ def _prepare_media(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> 
 
 
 def _hand_off(
-    job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, reason: str, error: str | None = None
+    job: OutboundJob,
+    token: uuid.UUID,
+    config: WorkerConfig,
+    *,
+    reason: str,
+    error: str | None = None,
+    usage: TokenUsage | None = None,
 ) -> Outcome:
     """Pause the bot and carry the handoff message, or end HANDED_OFF when someone handed off first."""
     if outbound_job_hand_off(
-        job=job, token=token, reason=reason, message=config.handoff_message, error=error
+        job=job, token=token, reason=reason, message=config.handoff_message, error=error, usage=usage
     ):
         return Outcome.GENERATED
     return Outcome.HANDED_OFF
