@@ -6,12 +6,19 @@ certificate (`self_signed_certificate`), a fake speaks HTTPS instead: a client t
 certificate fails the TLS handshake, as it would behind an intercepting proxy.
 
     python -m bench.fakes --graph-port 8701 --openai-port 8702 --graph-latency 0.05 --openai-latency 0.2
+
+The fake Graph also serves Meta's media API (`add_media`, then `GET /{version}/{media-id}` and the download URL,
+bearer token checked; `--media-bytes-per-second` paces downloads), and the fake OpenAI `/audio/transcriptions`
+(multipart uploads; the transcript is the audio's bytes read as UTF-8 unless `transcript` is set).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import email.parser
+import email.policy
+import hashlib
 import json
 import os
 import random
@@ -45,6 +52,15 @@ class FaultPlan:
     # HTTPS fakes only: answer with a broken TLS record (the request arrived, TLS broke on the way back) for
     # this many requests, after handling them.
     corrupt_responses: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer other than a 200 JSON body: any status, any bytes (a media download, an HTML 404)."""
+
+    status: int
+    body: bytes | dict[str, Any]
+    content_type: str = "application/json"
 
 
 class _Server(ThreadingHTTPServer):
@@ -90,33 +106,38 @@ class FakeServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError:
-                    body = {}
-                status, answer, fate = outer.handle(self.path, dict(self.headers), body)
+                content_type = self.headers.get("Content-Type") or ""
+                body: dict[str, Any]
+                if content_type.startswith("multipart/form-data"):
+                    body = parse_multipart(content_type, raw)
+                else:
+                    try:
+                        body = json.loads(raw or b"{}")
+                    except ValueError:
+                        body = {}
+                self._answer(*outer.handle(self.path, dict(self.headers), body, method="POST"))
+
+            def do_GET(self) -> None:
+                self._answer(*outer.handle(self.path, dict(self.headers), {}, method="GET"))
+
+            def _answer(self, status: int, answer: Any, fate: str) -> None:
                 if fate != "answer":
                     self.close_connection = True
                     if fate == "corrupt":
                         self._write_broken_tls_record()
                     return
-                data = json.dumps(answer).encode()
+                content_type = "application/json"
+                if isinstance(answer, Reply):
+                    content_type = answer.content_type
+                    answer = answer.body
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 self.send_response(status)
                 for name, value in outer.extra_headers.pop(threading.get_ident(), {}).items():
                     self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                status, answer, _ = outer.handle(self.path, dict(self.headers), {})
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                outer.write_body(self.wfile, data)
 
             def _write_broken_tls_record(self) -> None:
                 # An application-data record whose MAC cannot check out, written past the TLS layer.
@@ -168,7 +189,13 @@ class FakeServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def handle(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, Any, str]:
+    def write_body(self, stream: Any, data: bytes) -> None:
+        """Write an answer's body (subclasses may pace it)."""
+        stream.write(data)
+
+    def handle(
+        self, path: str, headers: dict[str, str], body: dict[str, Any], *, method: str = "POST"
+    ) -> tuple[int, Any, str]:
         """Record the request and decide the answer: (status, body, "answer" | "drop" | "corrupt")."""
         arrived = time.time()
         with self.lock:
@@ -192,10 +219,15 @@ class FakeServer:
         elif random_error:
             status, answer = self.plan.error_status, self.plan.error_body or self.default_error()
         else:
-            status, answer = 200, self.success_for(path, body)
+            status, answer = 200, self.route(method, path, headers, body)
+            if isinstance(answer, Reply) and answer.content_type == "application/json":
+                status, answer = answer.status, answer.body
+            elif isinstance(answer, Reply):
+                status = answer.status
         with self.lock:
             self.requests.append(
                 {
+                    "method": method,
                     "path": path,
                     "headers": headers,
                     "body": body,
@@ -208,38 +240,153 @@ class FakeServer:
             )
         return status, answer, fate
 
+    def route(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        """The answer when no fault is planned: `success(body)`, unless a subclass serves more endpoints."""
+        return self.success(body)
+
     def success(self, body: dict[str, Any]) -> Any:
         raise NotImplementedError
-
-    def success_for(self, path: str, body: dict[str, Any]) -> Any:
-        """The success answer for a request to `path` (a fake serving several endpoints overrides this)."""
-        return self.success(body)
 
     def default_error(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
+def parse_multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as {field: text} plus, for file fields, {field: {"filename", "content_type",
+    "data"}} (bytes): what OpenAI's SDK uploads to `/audio/transcriptions`."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        decoded = part.get_payload(decode=True)
+        payload = decoded if isinstance(decoded, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            fields[str(name)] = {
+                "filename": filename,
+                "content_type": part.get_content_type(),
+                "data": payload,
+            }
+        else:
+            fields[str(name)] = payload.decode("utf-8", "replace")
+    return fields
+
+
+@dataclass
+class FakeMedia:
+    """One media file the fake Graph holds, as Meta would for an inbound voice note or image."""
+
+    data: bytes
+    mime_type: str
+    # What the metadata answer claims (tests set them wrong on purpose); None: the true values.
+    sha256: str | None = None
+    file_size: int | None = None
+    # The download URL answers 404, as Meta's does once its ~5 minutes are up.
+    url_expired: bool = False
+
+
 class FakeGraph(FakeServer):
-    """`POST /{version}/{phone-number-id}/messages` answering like Meta's Cloud API: sends, and read receipts
-    with the typing indicator (`{"status": "read", ...}` → `{"success": true}`); and
-    `GET /{version}/{waba-id}/message_templates?name=…` listing `templates` (set it to script a status)."""
+    """`POST /{version}/{phone-number-id}/messages` answering like Meta's Cloud API, and the media API:
+    `GET /{version}/{media-id}` (metadata with a download URL) and `GET` of that URL (the bytes), both with the
+    bearer token checked. `download_bytes_per_second` paces downloads like a real network (0: as fast as
+    loopback goes). Read receipts with the typing indicator (`{"status": "read", ...}`) answer
+    `{"success": true}`; `GET /{version}/{waba-id}/message_templates?name=…` lists `templates` (set it to
+    script a status).
+    """
 
-    templates: list[dict[str, Any]] = [
-        {
-            "name": "reply_follow_up",
-            "language": "en_US",
-            "status": "APPROVED",
-            "category": "UTILITY",
-            "id": "1",
-        }
-    ]
+    def __init__(self, *args: Any, access_token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # None accepts any bearer token; a value requires exactly that one (as Meta checks ours).
+        self.access_token = access_token
+        self.media: dict[str, FakeMedia] = {}
+        self.download_bytes_per_second = 0.0
+        self.templates: list[dict[str, Any]] = [
+            {
+                "name": "reply_follow_up",
+                "language": "en_US",
+                "status": "APPROVED",
+                "category": "UTILITY",
+                "id": "1",
+            }
+        ]
 
-    def success_for(self, path: str, body: dict[str, Any]) -> Any:
+    def add_media(self, data: bytes, mime_type: str, *, media_id: str | None = None, **options: Any) -> str:
+        """Hold a media file under `media_id` (a fresh numeric one by default); returns the id."""
+        media_id = media_id or str(self.rng.randrange(10**14, 10**15))
+        with self.lock:
+            self.media[media_id] = FakeMedia(data=data, mime_type=mime_type, **options)
+        return media_id
+
+    def route(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        if method != "GET":
+            return self.success(body)
+        bearer = headers.get("Authorization") or headers.get("authorization") or ""
+        token = bearer.removeprefix("Bearer ")
+        if (
+            not bearer.startswith("Bearer ")
+            or not token
+            or (self.access_token and token != self.access_token)
+        ):
+            status, error = graph_error(
+                190, "Invalid OAuth access token - Cannot parse access token", http_status=401
+            )
+            return Reply(status, error)
         url = urllib.parse.urlsplit(path)
         if url.path.endswith("/message_templates"):
             name = urllib.parse.parse_qs(url.query).get("name", [""])[0]
             return {"data": [t for t in self.templates if t.get("name", "").startswith(name)], "paging": {}}
-        return self.success(body)
+        parts = path.split("?")[0].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "media-download":
+            return self._download(parts[1])
+        if len(parts) == 2:
+            return self._metadata(parts[1])
+        return Reply(*graph_error(100, "Unknown path components", http_status=400))
+
+    def _metadata(self, media_id: str) -> Any:
+        with self.lock:
+            media = self.media.get(media_id)
+        if media is None:
+            # What Meta answers for an unknown or expired media id.
+            return Reply(
+                *graph_error(
+                    100,
+                    f"Unsupported get request. Object with ID '{media_id}' does not exist, cannot be loaded due "
+                    "to missing permissions, or does not support this operation.",
+                    http_status=400,
+                )
+            )
+        return {
+            "messaging_product": "whatsapp",
+            "url": f"{self.url}/media-download/{media_id}?ext=1&hash=fake",
+            "mime_type": media.mime_type,
+            "sha256": media.sha256 if media.sha256 is not None else hashlib.sha256(media.data).hexdigest(),
+            "file_size": str(media.file_size if media.file_size is not None else len(media.data)),
+            "id": media_id,
+        }
+
+    def _download(self, media_id: str) -> Reply:
+        with self.lock:
+            media = self.media.get(media_id)
+        if media is None or media.url_expired:
+            return Reply(404, b"<html><body>Not Found</body></html>", "text/html")
+        return Reply(200, media.data, media.mime_type)
+
+    def write_body(self, stream: Any, data: bytes) -> None:
+        rate = self.download_bytes_per_second
+        if rate <= 0 or len(data) < 4096:
+            stream.write(data)
+            return
+        chunk = max(4096, int(rate / 20))
+        for start in range(0, len(data), chunk):
+            stream.write(data[start : start + chunk])
+            time.sleep(chunk / rate)
+
+    def media_requests(self) -> list[dict[str, Any]]:
+        """The media API's requests (metadata and downloads), in arrival order."""
+        with self.lock:
+            return [r for r in self.requests if r["method"] == "GET"]
 
     def success(self, body: dict[str, Any]) -> Any:
         if body.get("status") == "read":
@@ -260,14 +407,14 @@ class FakeGraph(FakeServer):
     # What the tests and benchmarks count
     def accepted(self) -> list[dict[str, Any]]:
         """Sends that Meta accepted (status 200), dropped or corrupted answers included: they reached Meta.
-        Read receipts and template listings are not sends (`read_receipts`)."""
+        Read receipts, media and template requests are not sends (`read_receipts`, `media_requests`)."""
         with self.lock:
             return [r for r in self.requests if r["status"] == 200 and _is_send(r)]
 
     def read_receipts(self) -> list[dict[str, Any]]:
         """Every read receipt / typing indicator request, whatever the answer."""
         with self.lock:
-            return [r for r in self.requests if r["body"].get("status") == "read"]
+            return [r for r in self.requests if r["method"] == "POST" and r["body"].get("status") == "read"]
 
     def sends_per_job(self) -> Counter[str]:
         """How many accepted sends each job (its biz_opaque_callback_data key) got."""
@@ -288,9 +435,7 @@ class FakeGraph(FakeServer):
 
 
 def _is_send(request: dict[str, Any]) -> bool:
-    return request["body"].get("status") != "read" and not request["path"].split("?")[0].endswith(
-        "/message_templates"
-    )
+    return request["method"] == "POST" and request["body"].get("status") != "read"
 
 
 def graph_error(
@@ -362,6 +507,34 @@ class FakeOpenAI(FakeServer):
     refusal: str | None = None
     finish_reason = "stop"
     content: str | None = None
+    # OpenAI's `usage` of every answer: prompt tokens (of which `cached_tokens` came from the prompt cache).
+    prompt_tokens = 250
+    cached_tokens = 0
+    completion_tokens = 40
+
+    # `/audio/transcriptions`: this text, or (None) the uploaded audio's bytes read as UTF-8, so that a test's
+    # fake voice note says what the test wants.
+    transcript: str | None = None
+
+    def route(self, method: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        if path.split("?")[0].endswith("/audio/transcriptions"):
+            upload = body.get("file")
+            if not isinstance(upload, dict) or not body.get("model"):
+                return Reply(*openai_error(400, "'file' and 'model' are required"))
+            if self.transcript is not None:
+                return {"text": self.transcript}
+            return {"text": upload["data"].decode("utf-8", "replace")}
+        return self.success(body)
+
+    def transcription_requests(self) -> list[dict[str, Any]]:
+        """The requests to `/audio/transcriptions`, in arrival order."""
+        with self.lock:
+            return [r for r in self.requests if r["path"].endswith("/audio/transcriptions")]
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        """The requests to `/chat/completions`, in arrival order."""
+        with self.lock:
+            return [r for r in self.requests if r["path"].endswith("/chat/completions")]
 
     def success(self, body: dict[str, Any]) -> Any:
         message: dict[str, Any] = {"role": "assistant", "content": self._content(body), "refusal": None}
@@ -373,7 +546,12 @@ class FakeOpenAI(FakeServer):
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": self.finish_reason, "message": message}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            },
         }
 
     def _content(self, body: dict[str, Any]) -> str:
@@ -399,10 +577,14 @@ def main() -> None:
     parser.add_argument("--graph-latency", type=float, default=0.05)
     parser.add_argument("--openai-latency", type=float, default=0.2)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--media-bytes-per-second", type=float, default=0.0, help="pace media downloads (0: unpaced)"
+    )
     args = parser.parse_args()
     graph = FakeGraph(
         args.graph_port, FaultPlan(latency=args.graph_latency, error_rate=args.error_rate)
     ).start()
+    graph.download_bytes_per_second = args.media_bytes_per_second
     openai = FakeOpenAI(
         args.openai_port, FaultPlan(latency=args.openai_latency, error_rate=args.error_rate)
     ).start()

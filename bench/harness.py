@@ -110,7 +110,15 @@ def seed_jobs(n: int, *, prefix: str, last_inbound_at: datetime | None = None) -
     now = timezone.now()
     when = last_inbound_at or now - timedelta(seconds=30)
     contacts = Contact.objects.bulk_create(
-        [Contact(wa_id=f"{prefix}{i:07d}", profile_name=f"Bench {i}", last_inbound_at=when) for i in range(n)]
+        [
+            Contact(
+                phone_number_id=PHONE_NUMBER_ID,
+                wa_id=f"{prefix}{i:07d}",
+                profile_name=f"Bench {i}",
+                last_inbound_at=when,
+            )
+            for i in range(n)
+        ]
     )
     messages = InboundMessage.objects.bulk_create(
         [

@@ -1,4 +1,5 @@
-"""Benchmarks of the webhook (gunicorn + PostgreSQL) and the worker (real processes + fake Meta and OpenAI).
+"""Benchmarks of the webhook (gunicorn + PostgreSQL), the worker (real processes + fake Meta and OpenAI), and
+the admin pages at volume (bench.admin_speed, in a database of its own named `<name>_admin`).
 
     python -m bench.run_all            # the full run: prints a table of figures and ratios (~3 minutes)
     python -m bench.run_all --short    # CI: small counts; fails only if something is broken, never on speed
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import harness, speed
+from bench import admin_speed, harness, speed
 from bench.fakes import FakeGraph, FakeOpenAI, FaultPlan
 from bench.loadgen import LoadResult, Request, run_load, signed_post, text_messages
 
@@ -323,6 +325,36 @@ def bench_speed(report: Report, *, env: dict[str, str], port: int, short: bool, 
         report.problem(f"latency under cron: {latency['answered']} of {latency['messages']} answered")
 
 
+# ---------------------------------------------------------------------------------------------- admin
+def bench_admin(report: Report, *, env: dict[str, str], short: bool, logdir: Path) -> None:
+    """Issue 15's admin pages at volume (bench/admin_speed.py), in its own database beside the run's. A page
+    that answers anything but 200 is broken; the 300 ms goal is only printed."""
+    print("\n== admin pages at volume (bench.admin_speed, its own database)", flush=True)
+    figures = logdir / "admin_speed.json"
+    command = [
+        harness.PYTHON,
+        "-m",
+        "bench.admin_speed",
+        "--json",
+        str(figures),
+        *(["--short"] if short else []),
+    ]
+    proc = subprocess.run(
+        command, cwd=harness.REPO, env=env, capture_output=True, text=True, timeout=3000, check=False
+    )
+    print(proc.stdout[-4000:], flush=True)
+    if proc.returncode != 0 or not figures.exists():
+        report.problem(f"bench.admin_speed exited {proc.returncode}: {proc.stderr.strip()[-1000:]}")
+        return
+    for row in admin_speed.rows_for_report(figures):
+        ms = row["median_ms"]
+        report.add(
+            f"admin {row['name']}",
+            f"{ms:.0f} ms, {row['queries']} queries",
+            "" if short else goal(ms < admin_speed.GOAL_MS, f"< {admin_speed.GOAL_MS:.0f} ms"),
+        )
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -330,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--short", action="store_true", help="small counts for CI; never fails on speed")
     parser.add_argument("--port", type=int, default=8200, help="gunicorn's port; the fakes use port+11, +12")
-    parser.add_argument("--only", choices=["webhook", "worker", "speed"], help="run one part")
+    parser.add_argument("--only", choices=["webhook", "worker", "speed", "admin"], help="run one part")
     args = parser.parse_args(argv)
 
     database_url = os.environ.get("DATABASE_URL", "")
@@ -358,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 bench_worker(report, env=env, port=args.port, short=args.short, logdir=logdir)
             if args.only in (None, "speed"):
                 bench_speed(report, env=env, port=args.port, short=args.short, logdir=logdir)
+            if args.only in (None, "admin"):
+                bench_admin(report, env=env, short=args.short, logdir=logdir)
         except Exception as exc:
             report.problem(f"{type(exc).__name__}: {exc}")
             _dump_logs(logdir)

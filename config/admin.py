@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from outbound.dashboard import admin_dashboard
 from outbound.selectors import contacts_waiting_for_person, outbound_jobs_overview
 from outbound.services.templates import fallback_template_health
 
@@ -27,6 +28,7 @@ class WhatsAppAdminSite(admin.AdminSite):
             context["jobs_overview"] = outbound_jobs_overview()
             # Replies outside the 24-hour window need the fallback template: say so when Meta stopped it.
             context["template_health"] = fallback_template_health()
+            context["dashboard"] = admin_dashboard()
         if request.user.has_perm("outbound.view_contact") or request.user.has_perm("outbound.change_contact"):
             context["waiting_for_person"] = contacts_waiting_for_person()
         return super().index(request, context)

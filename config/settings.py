@@ -165,8 +165,17 @@ OPENAI_SYSTEM_PROMPT_FILE: Path = Path(
         "OPENAI_SYSTEM_PROMPT_FILE", default=str(BASE_DIR / "templates" / "outbound" / "system_prompt.txt")
     )
 )
+# Prices per million tokens (the account's currency), for the estimated cost per reply on the admin and /metrics.
+# The defaults are OpenAI's list prices in USD for the default model (gpt-4.1-mini); set them for another model.
+
+# Read as text: the system check outbound.E010 names a value that is not a price.
+OPENAI_PRICE_INPUT_PER_MTOK: str = env.str("OPENAI_PRICE_INPUT_PER_MTOK", default="0.40")
+OPENAI_PRICE_CACHED_INPUT_PER_MTOK: str = env.str("OPENAI_PRICE_CACHED_INPUT_PER_MTOK", default="0.10")
+OPENAI_PRICE_OUTPUT_PER_MTOK: str = env.str("OPENAI_PRICE_OUTPUT_PER_MTOK", default="1.60")
 # How many earlier messages (inbound and outbound) the model sees with the one it answers.
 OPENAI_HISTORY_MESSAGES: int = env.int("OPENAI_HISTORY_MESSAGES", default=20)
+# Voice notes are transcribed with this model (OpenAI's transcription endpoint, same key and base URL).
+OPENAI_TRANSCRIPTION_MODEL: str = env.str("OPENAI_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe")
 
 # OUTBOUND (the worker)
 # ------------------------------------------------------------------------------
@@ -236,6 +245,11 @@ OUTBOUND_OPT_IN_MESSAGE: str = env.str(
     "OUTBOUND_OPT_IN_MESSAGE",
     default="Welcome back! We will answer your messages here again. Send STOP at any time to stop.",
 )
+# The largest voice note or image the worker downloads from Meta (Meta's own limit for audio: 16 MB). Larger
+# media is not downloaded: the customer is asked to write instead.
+OUTBOUND_MEDIA_MAX_BYTES: int = env.int("OUTBOUND_MEDIA_MAX_BYTES", default=16 * 1024 * 1024)
+# Bearer token Prometheus sends to /metrics; empty: /metrics answers 404 (off).
+METRICS_TOKEN: str = env.str("METRICS_TOKEN", default="")
 # /healthz reports 503 when no worker run has finished for this long.
 OUTBOUND_HEALTH_MAX_AGE_SECONDS: int = env.int("OUTBOUND_HEALTH_MAX_AGE_SECONDS", default=180)
 # How many knowledge entries (the most relevant to the customer's recent messages) the model sees per reply.

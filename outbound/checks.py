@@ -7,13 +7,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
 
 from outbound.knowledge import LANGUAGE_NAME
 from outbound.replies import WHATSAPP_TEXT_LIMIT
 from outbound.services.optout import opt_keyword
+from outbound.usage import PRICE_SETTINGS, parse_price
 from outbound.vocabulary import BUTTON_TITLE_LIMIT
 
 REQUIRED_IN_PRODUCTION = (
@@ -128,17 +129,13 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="outbound.E003",
             )
         )
-    if "," in settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,"):
-        # The webhook already accepts the list form; the worker still sends from one number, so a second
-        # number's customers would be answered from the first.
-        errors.append(
-            Error(
-                "WHATSAPP_PHONE_NUMBER_ID lists several numbers; this version answers from one number only.",
-                hint="Set WHATSAPP_PHONE_NUMBER_ID to the one number id this service serves.",
-                id="outbound.E007",
-            )
-        )
-    for name in ("OUTBOUND_MAX_ATTEMPTS", "OUTBOUND_STALE_SECONDS", "OUTBOUND_MAX_SENDS_PER_SECOND"):
+    errors += _phone_number_id_errors()
+    for name in (
+        "OUTBOUND_MAX_ATTEMPTS",
+        "OUTBOUND_STALE_SECONDS",
+        "OUTBOUND_MAX_SENDS_PER_SECOND",
+        "OUTBOUND_MEDIA_MAX_BYTES",
+    ):
         if not getattr(settings, name) > 0:
             errors.append(Error(f"{name} must be positive.", id="outbound.E004"))
     if settings.OUTBOUND_RETRY_BASE_SECONDS < 0:
@@ -157,6 +154,35 @@ def check_backends(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors + _handoff_errors() + _opt_out_errors()
+
+
+def _phone_number_id_errors() -> list[Error]:
+    """WHATSAPP_PHONE_NUMBER_ID: one business number id or a comma-separated list, each Meta's numeric id, once."""
+    ids = [part.strip() for part in str(settings.WHATSAPP_PHONE_NUMBER_ID).split(",") if part.strip()]
+    if not ids:
+        return []  # unset: outbound.E001 reports it when DEBUG is off
+    errors = []
+    bad = [value for value in ids if not value.isascii() or not value.isdigit()]
+    if bad:
+        errors.append(
+            Error(
+                f"WHATSAPP_PHONE_NUMBER_ID has {len(bad)} value(s) that are not a phone number id: "
+                + ", ".join(repr(value[:32]) for value in bad[:5]),
+                hint="A comma-separated list of the numeric ids shown in WhatsApp Manager / API Setup under "
+                "'Phone number ID' (not the phone numbers themselves), e.g. 106540352242922,106540352242923.",
+                id="outbound.E007",
+            )
+        )
+    duplicates = sorted({value for value in ids if ids.count(value) > 1})
+    if duplicates:
+        errors.append(
+            Error(
+                f"WHATSAPP_PHONE_NUMBER_ID lists {', '.join(duplicates)} more than once.",
+                hint="List each business number id once; the first one is the default number.",
+                id="outbound.E007",
+            )
+        )
+    return errors
 
 
 def _handoff_errors() -> list[Error]:
@@ -234,4 +260,38 @@ def check_static_files_collected(app_configs: Any = None, **kwargs: Any) -> list
             "the web server, with the same STATIC_ROOT.",
             id="outbound.E006",
         )
+    ]
+
+
+@register(Tags.security, deploy=False)
+def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """A short or public /metrics token with DEBUG off: the figures are readable by anyone who guesses it."""
+    token = settings.METRICS_TOKEN
+    if settings.DEBUG or not token:
+        return []
+    if token in PUBLIC_EXAMPLE_VALUES or token.startswith(INSECURE_PREFIX) or len(token) < SECRET_MIN_LENGTH:
+        return [
+            Warning(
+                f"METRICS_TOKEN is shorter than {SECRET_MIN_LENGTH} characters or a public example value: "
+                "anyone who guesses it reads the service's traffic, failures and costs at /metrics.",
+                hint="Set METRICS_TOKEN to a long random value, e.g. "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` (and the same in Prometheus' "
+                "scrape config), or unset it to turn /metrics off.",
+                id="outbound.W010",
+            )
+        ]
+    return []
+
+
+@register(Tags.compatibility)
+def check_prices(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Each OPENAI_PRICE_*_PER_MTOK must be a number of zero or more (a price per million tokens)."""
+    return [
+        Error(
+            f"{name}={getattr(settings, name)!r} is not a price per million tokens.",
+            hint=f"Set {name} to a number of zero or more, e.g. 0.40 (the account's currency).",
+            id="outbound.E010",
+        )
+        for name in PRICE_SETTINGS
+        if parse_price(getattr(settings, name)) is None
     ]

@@ -24,10 +24,13 @@ class ConsoleSender(WhatsAppClient):
             access_token="", phone_number_id=phone_number_id, base_url="", api_version=api_version
         )
 
-    def mark_read(self, *, message_id: str, typing: bool, timeout: float) -> bool:
+    def mark_read(
+        self, *, message_id: str, typing: bool, timeout: float, phone_number_id: str | None = None
+    ) -> bool:
         """Log the read receipt (and typing indicator) that would go to Meta."""
         logger.warning(
-            "console_sender NOT SENT (OUTBOUND_SENDER=console) read receipt message_id=%s typing=%s",
+            "console_sender NOT SENT (OUTBOUND_SENDER=console) read receipt POST %s message_id=%s typing=%s",
+            self.messages_url(phone_number_id),
             message_id,
             typing,
         )

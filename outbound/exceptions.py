@@ -12,6 +12,12 @@ OutboundError
 │   └── ReplyPermanentError    a request the model refuses (bad request): retrying will not help
 │       └── ReplyConfigurationError  our key or model is wrong (401/403/404): not the job's fault; the
 │                                  error names OPENAI_API_KEY or OPENAI_MODEL
+├── MediaError                 a customer's voice note or image could not be used (outbound.media,
+│   │                          outbound.transcription; the Graph media client also raises the Graph errors)
+│   ├── MediaTransientError    transcription rate limit, timeout, connection, 5xx: try again later
+│   ├── MediaUnavailableError  gone at Meta, expired, too large, corrupted, or an audio format the
+│   │                          transcription refuses: the customer is asked to write or resend
+│   └── MediaConfigurationError  our OpenAI key or transcription model is wrong: not the job's fault
 └── ConfigurationError         a setting is missing or wrong (the error names it)
 """
 
@@ -129,3 +135,34 @@ class ReplyConfigurationError(ReplyPermanentError):
 
 class ConfigurationError(OutboundError):
     """A setting is missing or wrong; the message names the variable."""
+
+
+class MediaError(OutboundError):
+    """A customer's voice note or image could not be used."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class MediaTransientError(MediaError):
+    """Worth another attempt later (transcription rate limit, timeout, 5xx)."""
+
+
+class MediaUnavailableError(MediaError):
+    """This media cannot be used, now or later: the reply asks the customer to write or resend it.
+
+    `reason` is one of `outbound.models.MediaStatus`'s failure values (GONE, TOO_LARGE, CORRUPT, UNREADABLE).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class MediaConfigurationError(MediaError):
+    """OpenAI refused our key or does not know the transcription model: every voice note would fail alike."""
+
+    def __init__(self, message: str, *, check: str) -> None:
+        self.check = check
+        super().__init__(message)

@@ -8,6 +8,16 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class MediaRef:
+    """The media object of an image, audio, video, document or sticker message: what the worker fetches later."""
+
+    id: str
+    mime_type: str = ""
+    sha256: str = ""
+    caption: str = ""
+
+
+@dataclass(frozen=True)
 class ParsedMessage:
     wamid: str
     wa_id: str | None
@@ -20,6 +30,9 @@ class ParsedMessage:
     raw: dict[str, Any]
     # The business number it was sent to (`value.metadata.phone_number_id`), always one this service serves.
     phone_number_id: str
+    # A `user_changed_user_id` system message: the customer's new BSUID (`user_id` is the old one).
+    new_user_id: str | None = None
+    media: MediaRef | None = None
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ contract) is a `ReplyUnusableError`, never a reply.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import openai
@@ -26,6 +27,7 @@ from outbound.exceptions import (
 )
 from outbound.grounding import KnowledgeSnippet, knowledge_message
 from outbound.redaction import redact
+from outbound.usage import TokenUsage
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class Turn:
 
     role: Literal["user", "assistant"]
     text: str
+    # Images the customer sent with this message, as base64 data URLs (downloaded for this call only).
+    images: tuple[str, ...] = ()
 
 
 class ReplyAction(enum.StrEnum):
@@ -68,6 +72,8 @@ class ModelReply:
     action: ReplyAction
     # Ids of the knowledge entries the reply drew on (empty until the knowledge base feeds the model).
     knowledge_used: tuple[int, ...] = ()
+    # The tokens the call used (OpenAI's `usage`), for the cost per reply; None when the provider sent none.
+    usage: TokenUsage | None = field(default=None, compare=False)
 
 
 REPLY_SCHEMA: dict[str, Any] = {
@@ -122,6 +128,12 @@ class ReplyGenerator(Protocol):
     ) -> ModelReply: ...
 
 
+def openai_client(*, api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI:
+    """The SDK client every OpenAI call uses: an explicit timeout, and the SDK's own retries off (attempts
+    are the worker's)."""
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+
+
 class OpenAIReplyGenerator:
     """Asks an OpenAI-compatible chat model for the reply. The SDK's own retries are off: attempts are ours."""
 
@@ -133,8 +145,7 @@ class OpenAIReplyGenerator:
     def from_settings(
         cls, *, api_key: str, base_url: str | None, model: str, timeout: float
     ) -> OpenAIReplyGenerator:
-        client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
-        return cls(client=client, model=model)
+        return cls(client=openai_client(api_key=api_key, base_url=base_url, timeout=timeout), model=model)
 
     def generate(
         self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
@@ -144,10 +155,10 @@ class OpenAIReplyGenerator:
         The knowledge entries go in a system message of their own, after the instructions (which stay first
         and identical, for prompt caching) and before the conversation: data, never mixed with either.
         """
-        messages: list[dict[str, str]] = [{"role": "system", "content": system_prompt}]
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
         if knowledge:
             messages.append({"role": "system", "content": knowledge_message(knowledge)})
-        messages += [{"role": turn.role, "content": turn.text} for turn in conversation]
+        messages += [{"role": turn.role, "content": turn_content(turn)} for turn in conversation]
         try:
             completion = self._client.chat.completions.create(  # type: ignore[call-overload]
                 model=self._model,
@@ -182,7 +193,8 @@ class OpenAIReplyGenerator:
         content = (choice.message.content or "").strip()
         if not content:
             raise ReplyUnusableError("the model returned an empty reply")
-        return parse_model_answer(content)
+        answer = parse_model_answer(content)
+        return dataclasses.replace(answer, usage=TokenUsage.from_openai(getattr(completion, "usage", None)))
 
     def _describe(self, exc: openai.APIStatusError) -> str:
         return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"
@@ -191,6 +203,17 @@ class OpenAIReplyGenerator:
         # The provider's error text can quote our key back ("Incorrect API key provided: sk-..."), and it
         # ends up in logs and the error log.
         return redact(text, [self._client.api_key])
+
+
+def turn_content(turn: Turn) -> str | list[dict[str, Any]]:
+    """A turn's content: its text, or (with images) a text part followed by one image part per image, as
+    Chat Completions takes them (§12.6: `{"type": "image_url", "image_url": {"url": "data:…"}}`)."""
+    if not turn.images:
+        return turn.text
+    return [
+        {"type": "text", "text": turn.text},
+        *({"type": "image_url", "image_url": {"url": url}} for url in turn.images),
+    ]
 
 
 class OfflineReplyGenerator:
@@ -203,7 +226,12 @@ class OfflineReplyGenerator:
     def generate(
         self, *, system_prompt: str, conversation: list[Turn], knowledge: Sequence[KnowledgeSnippet] = ()
     ) -> ModelReply:
-        last = next((turn.text for turn in reversed(conversation) if turn.role == "user"), "")
+        last_turn = next((turn for turn in reversed(conversation) if turn.role == "user"), None)
+        last = last_turn.text if last_turn is not None else ""
+        if last_turn is not None and last_turn.images:
+            last += (
+                f" (with {len(last_turn.images)} image{'s' if len(last_turn.images) > 1 else ''} attached)"
+            )
         answer: dict[str, object]
         if _ASKS_FOR_A_PERSON.search(last):
             answer = {"reply": "", "action": ReplyAction.HANDOFF.value, "knowledge_used": []}

@@ -6,11 +6,12 @@ Selectors only read (HackSoft's split): state changes stay in `outbound/services
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
@@ -32,6 +33,8 @@ class JobsOverview:
     """What staff see first: how many jobs are in each status, and whether the worker keeps up."""
 
     counts: dict[str, int]
+    # SENT's count is PostgreSQL's estimate (a year's jobs: see OutboundJobQuerySet.counts_by_status).
+    sent_estimated: bool
     oldest_due_at: datetime | None
     oldest_due_age: timedelta | None
     last_worker_run: WorkerHeartbeat | None
@@ -50,17 +53,24 @@ class JobsOverview:
         return format_age(self.last_worker_run_age) if self.last_worker_run_age is not None else ""
 
     @property
-    def rows(self) -> list[tuple[str, str, int]]:
-        """(status, its label, count) in the state machine's order."""
-        return [(status.value, status.label, self.counts[status.value]) for status in OutboundJob.Status]
+    def rows(self) -> list[tuple[str, str, int | str]]:
+        """(status, its label, count) in the state machine's order; an estimated count reads "≈ 980,000"."""
+        return [
+            (
+                status.value,
+                status.label,
+                f"\u2248 {self.counts[status.value]:,}"
+                if self.sent_estimated and status == OutboundJob.Status.SENT
+                else self.counts[status.value],
+            )
+            for status in OutboundJob.Status
+        ]
 
 
 def outbound_jobs_overview(*, now: datetime | None = None) -> JobsOverview:
     """Count jobs by status (every status present, zeros included) and find the oldest job still due."""
     now = now or timezone.now()
-    counts = dict.fromkeys(OutboundJob.Status.values, 0)
-    for row in OutboundJob.objects.order_by().values("status").annotate(n=Count("pk")):
-        counts[row["status"]] = row["n"]
+    counts, sent_estimated = OutboundJob.objects.counts_by_status()
     oldest = (
         OutboundJob.objects.due(now)
         .not_held(now)
@@ -71,6 +81,7 @@ def outbound_jobs_overview(*, now: datetime | None = None) -> JobsOverview:
     heartbeat = WorkerHeartbeat.objects.order_by("-last_finished_at").first()
     return JobsOverview(
         counts=counts,
+        sent_estimated=sent_estimated,
         oldest_due_at=oldest_due_at,
         oldest_due_age=now - oldest_due_at if oldest_due_at is not None else None,
         last_worker_run=heartbeat,
@@ -200,8 +211,15 @@ def _reply_detail(job: OutboundJob) -> str:
     return detail
 
 
-def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
-    """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first."""
+def conversation_for(
+    *, job: OutboundJob, limit: int, images: Mapping[int, tuple[str, ...]] | None = None
+) -> list[Turn]:
+    """The contact's recent messages up to the one this job answers, inbound and outbound, oldest first.
+
+    `images`: inbound message id → the images (data URLs) the media phase downloaded for this call; they go
+    with that message's turn. Older images are only their stored description.
+    """
+    images = images or {}
     answered = job.inbound_message
     if answered is None:
         raise ValueError(f"job {job.pk} answers no inbound message: only bot replies are generated")
@@ -210,7 +228,7 @@ def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
         .exclude(text="")
         .exclude(type__in=sorted(NO_REPLY_TYPES))
         .order_by("-timestamp", "-pk")
-        .values_list("timestamp", "text")[:limit]
+        .values_list("timestamp", "text", "pk")[:limit]
     )
     outbound = (
         OutboundJob.objects.filter(
@@ -221,7 +239,9 @@ def conversation_for(*, job: OutboundJob, limit: int) -> list[Turn]:
         .order_by("-sent_at")
         .values_list("sent_at", "content")[:limit]
     )
-    turns: list[tuple[datetime, int, Turn]] = [(ts, 0, Turn("user", text)) for ts, text in inbound]
+    turns: list[tuple[datetime, int, Turn]] = [
+        (ts, 0, Turn("user", text, images=images.get(pk, ()))) for ts, text, pk in inbound
+    ]
     turns += [(ts, 1, Turn("assistant", text)) for ts, text in outbound if ts is not None]
     turns.sort(key=lambda item: (item[0], item[1]))
     selected = [turn for _, _, turn in turns][-limit:]

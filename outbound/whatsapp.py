@@ -21,10 +21,13 @@ USER_AGENT = "whatsapp-ai-replies/0.1"
 
 @dataclass(frozen=True)
 class Recipient:
-    """Who a message goes to: the phone number when known, else Meta's business-scoped user id."""
+    """Who a message goes to: the phone number when known, else Meta's business-scoped user id; and from which
+    of the business numbers (the conversation's: the number the customer wrote to)."""
 
     wa_id: str | None
     user_id: str | None = None
+    # The sending business number's id (`Contact.phone_number_id`); None: the client's default number.
+    phone_number_id: str | None = None
 
     def as_fields(self) -> dict[str, str]:
         if self.wa_id:
@@ -64,7 +67,9 @@ class Sender(Protocol):
         callback_data: str,
     ) -> SendResult: ...
 
-    def mark_read(self, *, message_id: str, typing: bool, timeout: float) -> bool: ...
+    def mark_read(
+        self, *, message_id: str, typing: bool, timeout: float, phone_number_id: str | None = None
+    ) -> bool: ...
 
 
 def text_message(*, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> dict[str, Any]:
@@ -125,7 +130,11 @@ def template_message(
 
 
 class WhatsAppClient:
-    """Sends messages from one business number through the Graph API."""
+    """Sends messages from the business numbers through the Graph API, all with the one system-user token.
+
+    Each message leaves from its recipient's `phone_number_id` (`POST /{phone-number-id}/messages`), else from
+    `phone_number_id` given here.
+    """
 
     def __init__(
         self,
@@ -138,9 +147,8 @@ class WhatsAppClient:
         session: requests.Session | None = None,
     ) -> None:
         self._access_token = access_token
-        self._base_url = base_url.rstrip("/")
-        self._api_version = api_version
-        self._messages_url = f"{self._base_url}/{api_version}/{phone_number_id}/messages"
+        self._base = f"{base_url.rstrip('/')}/{api_version}"
+        self._phone_number_id = phone_number_id
         self._timeout = timeout
         self._session = session or requests.Session()
 
@@ -149,7 +157,7 @@ class WhatsAppClient:
 
         https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/text-messages
         """
-        return self._send(text_message(to=to, body=body, reply_to=reply_to, callback_data=callback_data))
+        return self._send(to, text_message(to=to, body=body, reply_to=reply_to, callback_data=callback_data))
 
     def send_template(
         self, *, to: Recipient, name: str, language: str, body_parameters: list[str], callback_data: str
@@ -159,13 +167,14 @@ class WhatsAppClient:
         https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/template-messages
         """
         return self._send(
+            to,
             template_message(
                 to=to,
                 name=name,
                 language=language,
                 body_parameters=body_parameters,
                 callback_data=callback_data,
-            )
+            ),
         )
 
     def send_buttons(
@@ -182,12 +191,18 @@ class WhatsAppClient:
         https://developers.facebook.com/documentation/business-messaging/whatsapp/messages/interactive-reply-buttons-messages
         """
         return self._send(
-            buttons_message(to=to, body=body, buttons=buttons, reply_to=reply_to, callback_data=callback_data)
+            to,
+            buttons_message(
+                to=to, body=body, buttons=buttons, reply_to=reply_to, callback_data=callback_data
+            ),
         )
 
-    def mark_read(self, *, message_id: str, typing: bool, timeout: float) -> bool:
+    def mark_read(
+        self, *, message_id: str, typing: bool, timeout: float, phone_number_id: str | None = None
+    ) -> bool:
         """Mark the customer's message (and the earlier ones) read and, with `typing`, show "typing…" until we
-        reply or for 25 s. True when Meta answered `{"success": true}`; errors raise like any request (the
+        reply or for 25 s; from `phone_number_id`, the number the customer wrote to (default: the client's).
+        True when Meta answered `{"success": true}`; errors raise like any request (the
         caller treats them as best effort) but are logged at INFO, not as failures.
 
         https://developers.facebook.com/documentation/business-messaging/whatsapp/typing-indicators
@@ -199,7 +214,9 @@ class WhatsAppClient:
         }
         if typing:
             payload["typing_indicator"] = {"type": "text"}
-        body = self._request("POST", self._messages_url, payload, timeout=timeout, error_level=logging.INFO)
+        body = self._request(
+            "POST", self.messages_url(phone_number_id), payload, timeout=timeout, error_level=logging.INFO
+        )
         return body.get("success") is True
 
     def message_templates(self, *, account_id: str, name: str) -> list[dict[str, Any]]:
@@ -207,7 +224,7 @@ class WhatsAppClient:
 
         https://developers.facebook.com/docs/graph-api/reference/whats-app-business-account/message_templates/
         """
-        url = f"{self._base_url}/{self._api_version}/{account_id}/message_templates"
+        url = f"{self._base}/{account_id}/message_templates"
         body = self._request(
             "GET",
             url,
@@ -226,8 +243,12 @@ class WhatsAppClient:
             else []
         )
 
-    def _send(self, message: dict[str, Any]) -> SendResult:
-        body = self._request("POST", self._messages_url, message)
+    def messages_url(self, phone_number_id: str | None = None) -> str:
+        """`/{phone-number-id}/messages` of the given business number (default: the client's)."""
+        return f"{self._base}/{phone_number_id or self._phone_number_id}/messages"
+
+    def _send(self, to: Recipient, message: dict[str, Any]) -> SendResult:
+        body = self._request("POST", self.messages_url(to.phone_number_id), message)
         messages = body.get("messages")
         first = (
             messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}

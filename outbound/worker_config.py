@@ -5,14 +5,19 @@ Built from Django settings once per run (`worker_config_from_settings`); tests b
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
 
+from outbound.media import DEFAULT_MEDIA_MAX_BYTES, ConsoleMediaSource, GraphMediaClient, MediaSource
+from outbound.numbers import default_phone_number_id
 from outbound.ratelimit import SendLimiter, SendRateLimiter, SharedSendRateLimiter
 from outbound.replies import OfflineReplyGenerator, OpenAIReplyGenerator, ReplyGenerator
+from outbound.transcription import OfflineTranscriber, OpenAITranscriber, Transcriber
 from outbound.whatsapp import Sender, WhatsAppClient
 
 # The limiter counts sends by our clock when it lets them go; Meta counts them by its clock when they arrive.
@@ -66,6 +71,26 @@ class WorkerConfig:
     opt_in_message: str = (
         "Welcome back! We will answer your messages here again. Send STOP at any time to stop."
     )
+    # Voice notes and images (outbound.services.media): where their bytes come from and who transcribes them.
+    # None: media is not fetched, and the model reads only that the customer sent one.
+    media_source: MediaSource | None = None
+    transcriber: Transcriber | None = None
+    media_max_bytes: int = DEFAULT_MEDIA_MAX_BYTES
+    # The send limit is per business number (Meta counts per number): `limiter_factory` makes each number's
+    # limiter on first use. Without one (a config built by hand), `rate_limiter` serves every number.
+    limiter_factory: Callable[[str], SendLimiter] | None = None
+    _limiters: dict[str, SendLimiter] = field(default_factory=dict, repr=False)
+    _limiters_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def limiter_for(self, phone_number_id: str) -> SendLimiter:
+        """The send limiter of one business number (`rate_limiter` for the default number)."""
+        if self.limiter_factory is None:
+            return self.rate_limiter
+        with self._limiters_lock:
+            limiter = self._limiters.get(phone_number_id)
+            if limiter is None:
+                limiter = self._limiters[phone_number_id] = self.limiter_factory(phone_number_id)
+            return limiter
 
 
 def worker_config_from_settings() -> WorkerConfig:
@@ -73,10 +98,19 @@ def worker_config_from_settings() -> WorkerConfig:
     from outbound.console import ConsoleSender
 
     sender: Sender
-    phone_number_id = settings.WHATSAPP_PHONE_NUMBER_ID.strip(" ,")
+    media_source: MediaSource
+    # The default number: a contact always carries its own (migration 0007 gave the older ones the first).
+    phone_number_id = default_phone_number_id()
     if settings.OUTBOUND_SENDER == "console":
         sender = ConsoleSender(phone_number_id=phone_number_id or "PHONE_NUMBER_ID")
+        media_source = ConsoleMediaSource()
     else:
+        media_source = GraphMediaClient(
+            access_token=settings.WHATSAPP_ACCESS_TOKEN,
+            base_url=settings.WHATSAPP_GRAPH_URL,
+            api_version=settings.WHATSAPP_API_VERSION,
+            timeout=settings.WHATSAPP_TIMEOUT,
+        )
         sender = WhatsAppClient(
             access_token=settings.WHATSAPP_ACCESS_TOKEN,
             phone_number_id=phone_number_id,
@@ -85,19 +119,31 @@ def worker_config_from_settings() -> WorkerConfig:
             timeout=settings.WHATSAPP_TIMEOUT,
         )
     generator: ReplyGenerator
+    transcriber: Transcriber
     if settings.OUTBOUND_REPLY_GENERATOR == "offline":
         generator = OfflineReplyGenerator()
+        transcriber = OfflineTranscriber()
     else:
+        transcriber = OpenAITranscriber.from_settings(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL,
+            model=settings.OPENAI_TRANSCRIPTION_MODEL,
+            timeout=settings.OPENAI_TIMEOUT,
+        )
         generator = OpenAIReplyGenerator.from_settings(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,
             model=settings.OPENAI_MODEL,
             timeout=settings.OPENAI_TIMEOUT,
         )
+    limiter = send_limiter(phone_number_id=phone_number_id)
     return WorkerConfig(
         sender=sender,
         generator=generator,
-        rate_limiter=send_limiter(phone_number_id=phone_number_id),
+        rate_limiter=limiter,
+        limiter_factory=lambda number: (
+            limiter if number in ("", phone_number_id) else send_limiter(phone_number_id=number)
+        ),
         system_prompt=system_prompt_from_settings(),
         template_name=settings.WHATSAPP_TEMPLATE_NAME,
         template_language=settings.WHATSAPP_TEMPLATE_LANGUAGE,
@@ -114,6 +160,9 @@ def worker_config_from_settings() -> WorkerConfig:
         typing_indicator_timeout=settings.OUTBOUND_TYPING_INDICATOR_TIMEOUT,
         opt_out_message=settings.OUTBOUND_OPT_OUT_MESSAGE.strip(),
         opt_in_message=settings.OUTBOUND_OPT_IN_MESSAGE.strip(),
+        media_source=media_source,
+        transcriber=transcriber,
+        media_max_bytes=settings.OUTBOUND_MEDIA_MAX_BYTES,
         secrets=tuple(
             s
             for s in (settings.WHATSAPP_ACCESS_TOKEN, settings.OPENAI_API_KEY, settings.WHATSAPP_APP_SECRET)
@@ -123,8 +172,9 @@ def worker_config_from_settings() -> WorkerConfig:
 
 
 def send_limiter(*, phone_number_id: str) -> SendLimiter:
-    """OUTBOUND_MAX_SENDS_PER_SECOND for the business number: shared by every worker on PostgreSQL (Meta
-    counts per number, whoever sends), per process on SQLite (one machine, one worker)."""
+    """OUTBOUND_MAX_SENDS_PER_SECOND for one business number: shared by every worker on PostgreSQL (Meta
+    counts per number, whoever sends), per process on SQLite (one machine, one worker). Each number has its
+    own (`WorkerConfig.limiter_for`): a busy number never slows another's replies."""
     rate = settings.OUTBOUND_MAX_SENDS_PER_SECOND
     if connection.vendor == "postgresql":
         return SharedSendRateLimiter(rate, key=phone_number_id or "-", window=SEND_RATE_WINDOW_SECONDS)

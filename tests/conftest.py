@@ -174,3 +174,12 @@ def text_message(
     """One inbound text message object (as in Meta's webhook examples)."""
     ts = int(timestamp.timestamp()) if isinstance(timestamp, datetime) else timestamp
     return {"from": wa_id, "id": wamid, "timestamp": str(ts), "type": "text", "text": {"body": body}}
+
+
+@pytest.fixture
+def no_batch_fallback(caplog):
+    """Fail the test if a POST was stored through the one-at-a-time fallback (a bug the view's 200 hides)."""
+    caplog.set_level(logging.INFO, logger="webhooks")
+    yield
+    # At teardown `caplog.text` holds the teardown's records only: the test's own are the "call" phase's.
+    assert not [r for r in caplog.get_records("call") if "webhook_batch_failed" in r.getMessage()]

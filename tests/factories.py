@@ -15,15 +15,24 @@ from django.utils import timezone
 from outbound.models import Contact, InboundMessage, KnowledgeEntry, OutboundJob
 
 DEFAULT_WA_ID = "16505551234"
+# The business number of tests/settings.py (WHATSAPP_PHONE_NUMBER_ID) and of every payload in tests/data.
+DEFAULT_PHONE_NUMBER_ID = "106540352242922"
 DEFAULT_NAME = "Sheena Nelson"
 _seq = itertools.count(1)
 
 
 def make_contact(
-    *, wa_id: str = DEFAULT_WA_ID, name: str = DEFAULT_NAME, last_inbound_at: datetime | None = None
+    *,
+    wa_id: str | None = DEFAULT_WA_ID,
+    name: str = DEFAULT_NAME,
+    last_inbound_at: datetime | None = None,
+    phone_number_id: str = DEFAULT_PHONE_NUMBER_ID,
+    user_id: str | None = None,
 ) -> Contact:
     return Contact.objects.create(
+        phone_number_id=phone_number_id,
         wa_id=wa_id,
+        user_id=user_id,
         profile_name=name,
         last_inbound_at=last_inbound_at or timezone.now() - timedelta(minutes=5),
     )
@@ -102,3 +111,32 @@ def make_knowledge(
     is_active: bool = True,
 ) -> KnowledgeEntry:
     return KnowledgeEntry.objects.create(title=title, body=body, is_active=is_active)
+
+
+def make_timed_job(
+    *,
+    received_at: datetime,
+    claimed_after: float | None = None,
+    generated_after: float | None = None,
+    sent_after: float | None = None,
+    status: str | None = None,
+    **fields: Any,
+) -> OutboundJob:
+    """A bot job whose timeline is set: the message received at `received_at`, then claimed, generated and
+    sent that many seconds after it (None: not yet). SENT when `sent_after` is given, else `status`."""
+    job = make_job(
+        status=status or (OutboundJob.Status.SENT if sent_after is not None else "PENDING"), **fields
+    )
+    InboundMessage.objects.filter(outbound_job=job).update(received_at=received_at)
+
+    def after(seconds: float | None) -> datetime | None:
+        return None if seconds is None else received_at + timedelta(seconds=seconds)
+
+    OutboundJob.objects.filter(pk=job.pk).update(
+        created_at=received_at,
+        first_claimed_at=after(claimed_after),
+        generated_at=after(generated_after),
+        sent_at=after(sent_after),
+    )
+    job.refresh_from_db()
+    return job

@@ -37,6 +37,29 @@ def text_message(*, wa_id: str, wamid: str, text: str, timestamp: int) -> dict[s
     return {"from": wa_id, "id": wamid, "timestamp": str(timestamp), "type": "text", "text": {"body": text}}
 
 
+def media_message(
+    *,
+    wa_id: str,
+    wamid: str,
+    kind: str,
+    media_id: str,
+    mime_type: str,
+    timestamp: int,
+    sha256: str = "",
+    caption: str = "",
+    voice: bool = False,
+) -> dict[str, Any]:
+    """One inbound image, audio, video, document or sticker message object (§3.3, §12.1)."""
+    media: dict[str, Any] = {"id": media_id, "mime_type": mime_type}
+    if sha256:
+        media["sha256"] = sha256
+    if caption:
+        media["caption"] = caption
+    if kind == "audio":
+        media["voice"] = voice
+    return {"from": wa_id, "id": wamid, "timestamp": str(timestamp), "type": kind, kind: media}
+
+
 def text_message_webhook(
     *,
     wa_id: str,

@@ -12,12 +12,13 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from outbound.inbound import (
+    MediaRef,
     ParsedEcho,
     ParsedMessage,
     ParsedPreference,
@@ -26,6 +27,8 @@ from outbound.inbound import (
     ParsedWebhook,
     StatusError,
 )
+from outbound.numbers import EXAMPLE_PHONE_NUMBER_ID as EXAMPLE_PHONE_NUMBER_ID
+from outbound.numbers import split_phone_number_ids as split_phone_number_ids
 from outbound.vocabulary import (
     DELIVERY_STATUS_ALIASES,
     ERROR_CODE_RANGE,
@@ -39,10 +42,6 @@ from outbound.vocabulary import (
 )
 
 logger = logging.getLogger(__name__)
-
-# The business number of Meta's own webhook examples: the envelopes of
-# `webhooks.envelopes` and `simulate_inbound` use it when no number is configured.
-EXAMPLE_PHONE_NUMBER_ID = "106540352242922"
 
 
 def load_payload(body: bytes) -> Any:
@@ -87,14 +86,6 @@ def _clean_strings(value: Any) -> Any:
     if isinstance(value, dict):
         return {_clean_strings(key): _clean_strings(item) for key, item in value.items()}
     return value
-
-
-def split_phone_number_ids(setting: str | Iterable[str]) -> tuple[str, ...]:
-    """The business numbers a setting names: one id or a comma-separated list (or a list of either), in order."""
-    parts = (
-        setting.split(",") if isinstance(setting, str) else [p for item in setting for p in item.split(",")]
-    )
-    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
 
 
 def parse_webhook(payload: Any, *, phone_number_ids: Collection[str]) -> ParsedWebhook:
@@ -221,6 +212,9 @@ def _parse_message(
     if isinstance(sender, str) and len(sender) > WA_ID_MAX_LENGTH:
         raise ValueError(f"'from' is not a WhatsApp number of at most {WA_ID_MAX_LENGTH} characters")
     user_id = _optional_str(raw.get("from_user_id"), USER_ID_MAX_LENGTH)
+    new_user_id = None
+    if raw.get("type") == MessageType.SYSTEM and _field(raw, "system", "type") == USER_CHANGED_USER_ID:
+        wa_id, user_id, new_user_id = _user_id_change(raw, wa_id, user_id)
     if not wa_id and not user_id:
         raise ValueError("no sender: neither 'from' nor 'from_user_id'")
     profile_user_id, profile_name = profiles.get(wa_id or "", profiles.get(user_id or "", (None, "")))
@@ -238,7 +232,50 @@ def _parse_message(
         timestamp=parse_timestamp(raw.get("timestamp")),
         raw=raw,
         phone_number_id=phone_number_id,
+        new_user_id=new_user_id,
+        media=media_ref(message_type, raw),
     )
+
+
+# The message types whose object carries a Meta media id.
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
+
+def media_ref(message_type: str, raw: dict[str, Any]) -> MediaRef | None:
+    """The media id, mime type, sha256 and caption of a media message (None for other types, or no id)."""
+    if message_type not in MEDIA_TYPES:
+        return None
+    media_id = _field(raw, message_type, "id")
+    if not media_id or len(media_id) > ID_MAX_LENGTH:
+        return None
+    return MediaRef(
+        id=media_id,
+        mime_type=_field(raw, message_type, "mime_type")[:255],
+        sha256=_field(raw, message_type, "sha256")[:128],
+        caption=_field(raw, message_type, "caption"),
+    )
+
+
+# The system message Meta sends when a customer's BSUID changes (meta-whatsapp-api.md §3.3, §9): the contact
+# is re-keyed, its history kept. Shapes seen: the old BSUID as `from_user_id` (or `system.previous_user_id`,
+# or only in the body, "User A changed from US.OLD to US.NEW"), the new one as `system.user_id`; the phone
+# number, when Meta has it, as `from` or `system.wa_id` (it does not change with the BSUID).
+USER_CHANGED_USER_ID = "user_changed_user_id"
+_CHANGED_FROM_TO = re.compile(r"changed from (\S+) to (\S+?)\.?$")
+
+
+def _user_id_change(
+    raw: dict[str, Any], wa_id: str | None, user_id: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """(phone number, old BSUID, new BSUID) of a `user_changed_user_id` message; the new one None if unknown."""
+    match = _CHANGED_FROM_TO.search(_field(raw, "system", "body").strip())
+    old = user_id or _optional_str(_field(raw, "system", "previous_user_id"), USER_ID_MAX_LENGTH)
+    new = _optional_str(_field(raw, "system", "user_id"), USER_ID_MAX_LENGTH)
+    if match:
+        old = old or _optional_str(match.group(1), USER_ID_MAX_LENGTH)
+        new = new or _optional_str(match.group(2), USER_ID_MAX_LENGTH)
+    wa_id = wa_id or _optional_str(_field(raw, "system", "wa_id"), WA_ID_MAX_LENGTH)
+    return wa_id, old, new if new != old else None
 
 
 def _parse_status(raw: dict[str, Any], phone_number_id: str) -> ParsedStatus:

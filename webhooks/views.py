@@ -28,8 +28,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from outbound.inbound import ParsedWebhook
+from outbound.numbers import served_phone_number_ids
 from outbound.services.ingest import RETRY_LATER, IngestResult, webhook_ingest, webhook_ingest_each
-from webhooks.payloads import EXAMPLE_PHONE_NUMBER_ID, load_payload, parse_webhook, split_phone_number_ids
+from webhooks.payloads import load_payload, parse_webhook
 from webhooks.signatures import verify_signature
 
 logger = logging.getLogger(__name__)
@@ -104,18 +105,6 @@ def _receive(request: HttpRequest) -> HttpResponse:
         (time.perf_counter() - started) * 1000,
     )
     return _plain("ok", 200)
-
-
-def served_phone_number_ids() -> tuple[str, ...]:
-    """The business numbers whose messages this service stores and answers (WHATSAPP_PHONE_NUMBER_ID).
-
-    One id or a comma-separated list. With DEBUG on and none set (the first run, no Meta credentials), the
-    example number `simulate_inbound` sends to stands in.
-    """
-    served = split_phone_number_ids(settings.WHATSAPP_PHONE_NUMBER_ID)
-    if not served and settings.DEBUG:
-        return (EXAMPLE_PHONE_NUMBER_ID,)
-    return served
 
 
 def _ingest(parsed: ParsedWebhook) -> IngestResult:

@@ -17,8 +17,10 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
 from outbound.admin.handoff import ContactHandoffMixin
+from outbound.admin.numbers import BusinessNumberFilter, ContactBusinessNumberFilter
 from outbound.admin.optout import ContactOptOutMixin, MarketingFilter, OptOutFilter
 from outbound.admin.permissions import ReadOnlyPermissions
+from outbound.admin.scale import IndexedSearch, IndexedSearchMixin
 from outbound.models import Contact, InboundMessage, OutboundJob
 
 INLINE_JOBS = 50
@@ -35,6 +37,7 @@ JOB_INLINE_FIELDS = (
 # The conversation, the bot's state and the reply form are drawn above these by the page's template
 # (templates/admin/outbound/contact/change_form.html).
 CONTACT_FIELDS = (
+    "phone_number_id",
     "wa_id",
     "user_id",
     "profile_name",
@@ -54,6 +57,13 @@ MESSAGE_FIELDS = (
     "timestamp",
     "received_at",
     "job",
+    "media_status",
+    "transcript",
+    "media_description",
+    "media_caption",
+    "media_mime_type",
+    "media_id",
+    "media_sha256",
     "raw_display",
 )
 
@@ -68,7 +78,10 @@ class ReadOnlyAdmin(ReadOnlyPermissions, admin.ModelAdmin):
 class NewestJobsFormSet(BaseInlineFormSet):
     def get_queryset(self) -> QuerySet[OutboundJob]:
         # A long-time customer can have thousands of jobs; the page shows the newest and links to the rest.
-        return super().get_queryset().order_by("-created_at", "-pk")[:INLINE_JOBS]
+        # Built once: each form asks for it, and a new sliced queryset would be read again for every row.
+        if not hasattr(self, "_newest_jobs"):
+            self._newest_jobs = super().get_queryset().order_by("-created_at", "-pk")[:INLINE_JOBS]
+        return self._newest_jobs
 
 
 class OutboundJobInline(ReadOnlyPermissions, admin.TabularInline):
@@ -102,19 +115,23 @@ class BotStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactOptOutMixin, ContactHandoffMixin, ReadOnlyAdmin):
+class ContactAdmin(ContactOptOutMixin, IndexedSearchMixin, ContactHandoffMixin, ReadOnlyAdmin):
     list_display = [
         "__str__",
         "wa_id",
         "profile_name",
+        "phone_number_id",
         "bot_badge",
         "opt_badge",
         "last_inbound_at",
         "created_at",
     ]
-    list_filter = [BotStateFilter, OptOutFilter, MarketingFilter]
+    list_filter = [BotStateFilter, OptOutFilter, MarketingFilter, BusinessNumberFilter]
     search_fields = ["wa_id", "user_id", "profile_name"]
     search_help_text = "Number, business-scoped user id or name."
+    indexed_search = IndexedSearch(
+        own_number_fields=["wa_id"], exact_fields=["user_id"], text_fields=["profile_name"]
+    )
     list_select_related = ["bot_paused_by", "opted_out_by"]
     ordering = ["-last_inbound_at", "-pk"]
     fields = readonly_fields = CONTACT_FIELDS
@@ -158,15 +175,30 @@ class ContactAdmin(ContactOptOutMixin, ContactHandoffMixin, ReadOnlyAdmin):
 
 
 @admin.register(InboundMessage)
-class InboundMessageAdmin(ReadOnlyAdmin):
-    list_display = ["wamid", "contact", "type", "text_start", "needs_reply", "timestamp", "received_at"]
-    list_filter = ["type", "needs_reply", "timestamp"]
+class InboundMessageAdmin(IndexedSearchMixin, ReadOnlyAdmin):
+    list_display = [
+        "wamid",
+        "contact",
+        "business_number",
+        "type",
+        "text_start",
+        "needs_reply",
+        "timestamp",
+        "received_at",
+    ]
+    list_filter = ["type", "needs_reply", "media_status", ContactBusinessNumberFilter, "timestamp"]
     search_fields = ["wamid", "contact__wa_id", "contact__profile_name", "text"]
     search_help_text = "Meta message id, number, name, or words of the message."
+    indexed_search = IndexedSearch(
+        number_contact="contact", wamid_fields=["wamid"], text_fields=["text"], name_contact="contact"
+    )
     list_select_related = ["contact"]
     ordering = ["-timestamp", "-pk"]
-    show_full_result_count = False
     fields = readonly_fields = MESSAGE_FIELDS
+
+    @admin.display(description="to business number", ordering="contact__phone_number_id")
+    def business_number(self, message: InboundMessage) -> str:
+        return message.contact.phone_number_id
 
     @admin.display(description="text")
     def text_start(self, message: InboundMessage) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +24,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from outbound.models import KnowledgeEntry, OutboundJob
+from outbound.admin.numbers import ContactBusinessNumberFilter
+from outbound.admin.scale import IndexedSearch, IndexedSearchMixin
+from outbound.models import InboundMessage, KnowledgeEntry, OutboundJob
 from outbound.selectors import contact_conversation
 from outbound.services.staff import (
     StaffActionResult,
@@ -31,6 +34,8 @@ from outbound.services.staff import (
     outbound_jobs_regenerate,
     outbound_jobs_retry,
 )
+from outbound.svg import timeline as svg_timeline
+from outbound.usage import format_cost
 
 Status = OutboundJob.Status
 
@@ -84,7 +89,9 @@ JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
         None,
         (
             "status_badge",
+            "timeline",
             "contact_link",
+            "business_number",
             "written_by",
             "reply",
             "knowledge_display",
@@ -118,6 +125,7 @@ JOB_PAGE: list[tuple[str | None, tuple[str, ...]]] = [
             "key",
         ),
     ),
+    ("Model usage", ("tokens_display", "cost_display")),
     ("Conversation", ("conversation",)),
     (None, ("superseded_by", "created_at", "updated_at")),
 ]
@@ -135,6 +143,18 @@ def _pre(text: str) -> SafeString:
     return format_html('<pre class="job-pre">{}</pre>', text)
 
 
+def format_gap(gap: timedelta) -> str:
+    """The time between two steps, short: "+850 ms", "+2.1 s", "+3 min", "+5 h"."""
+    seconds = max(gap.total_seconds(), 0.0)
+    if seconds < 1:
+        return f"+{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"+{seconds:.1f} s"
+    if seconds < 3600:
+        return f"+{seconds / 60:.0f} min"
+    return f"+{seconds / 3600:.1f} h"
+
+
 def last_error_line(error_log: str) -> str:
     """The newest line of an error log, without its timestamp (the list shows `last_attempt_at` beside it)."""
     lines = error_log.strip().splitlines()
@@ -146,11 +166,12 @@ def last_error_line(error_log: str) -> str:
 
 
 @admin.register(OutboundJob)
-class OutboundJobAdmin(admin.ModelAdmin):
+class OutboundJobAdmin(IndexedSearchMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "status_badge",
         "contact_display",
+        "business_number",
         "reply_start",
         "attempts",
         "last_attempt_at",
@@ -160,7 +181,7 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "created_at",
     ]
     list_display_links = ["id", "status_badge"]
-    list_filter = ["status", "kind", "delivery_status", "send_as", "created_at"]
+    list_filter = ["status", "kind", "delivery_status", "send_as", ContactBusinessNumberFilter, "created_at"]
     search_fields = [
         "contact__wa_id",
         "contact__profile_name",
@@ -169,10 +190,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
         "content",
     ]
     search_help_text = "Number, name, Meta message id (ours or the customer's), or words of the reply."
+    # What the search box really does (fast at a million jobs): outbound.admin.scale.
+    indexed_search = IndexedSearch(
+        number_contact="contact",
+        wamid_fields=["wa_message_id"],
+        wamid_related=[(InboundMessage, "wamid", "inbound_message")],
+        text_fields=["content"],
+        name_contact="contact",
+    )
     list_select_related = ["contact"]
     ordering = ["-created_at", "-pk"]
     list_per_page = 50
-    show_full_result_count = False  # a COUNT(*) over every job on each page load buys nothing
     actions = ["retry_jobs", "regenerate", "cancel"]
     fieldsets = [(title, {"fields": fields}) for title, fields in JOB_PAGE]
     # Every field belongs to the worker and the webhook, which write with conditional UPDATEs; a form save
@@ -202,6 +230,10 @@ class OutboundJobAdmin(admin.ModelAdmin):
     @admin.display(description="contact", ordering="contact__profile_name")
     def contact_display(self, job: OutboundJob) -> str:
         return str(job.contact)
+
+    @admin.display(description="business number", ordering="contact__phone_number_id")
+    def business_number(self, job: OutboundJob) -> str:
+        return job.contact.phone_number_id
 
     @admin.display(description="reply")
     def reply_start(self, job: OutboundJob) -> str:
@@ -275,11 +307,17 @@ class OutboundJobAdmin(admin.ModelAdmin):
         # Formatted before format_html: it escapes every argument into a string, which takes no date format
         # spec, and the admin shows a display method's exception as a silent "-".
         sent = timezone.localtime(message.timestamp).strftime("%Y-%m-%d %H:%M:%S")
+        # The media phase's result: fetched (a transcript or an image description), or why it could not be used.
+        media = ""
+        if message.media_id:
+            media = f" ({message.get_media_status_display()}"
+            media += f": {message.media_description})" if message.media_description else ")"
         return format_html(
-            '<a href="{}">{} message of {}</a>{}',
+            '<a href="{}">{} message of {}</a>{}{}',
             url,
             message.type,
             sent,
+            media,
             _pre(message.text) if message.text else "",
         )
 
@@ -292,6 +330,48 @@ class OutboundJobAdmin(admin.ModelAdmin):
         if job.send_response is None:
             return "—"
         return _pre(json.dumps(job.send_response, indent=2, ensure_ascii=False))
+
+    @admin.display(description="timeline")
+    def timeline(self, job: OutboundJob) -> SafeString:
+        """Received, claimed, generated, sent, delivered, read: when each happened and how long after the one
+        before (Meta's status webhooks keep only the latest time: delivered shows no time once read)."""
+        received = job.inbound_message.received_at if job.inbound_message is not None else job.created_at
+        delivered = job.delivery_status in (OutboundJob.Delivery.DELIVERED, OutboundJob.Delivery.READ)
+        read = job.delivery_status == OutboundJob.Delivery.READ
+        moments = [
+            ("received" if job.inbound_message is not None else "created", received),
+            ("claimed", job.first_claimed_at),
+            ("generated", job.generated_at),
+            ("sent", job.sent_at),
+            ("delivered", job.delivery_updated_at if delivered and not read else None),
+            ("read", job.delivery_updated_at if read else None),
+        ]
+        steps, previous = [], None
+        for name, moment in moments:
+            done = moment is not None or (name == "delivered" and read)
+            when = (
+                timezone.localtime(moment).strftime("%H:%M:%S")
+                if moment is not None
+                else ("✓" if done else "")
+            )
+            gap = format_gap(moment - previous) if moment is not None and previous is not None else ""
+            steps.append((name, when, gap))
+            previous = moment or previous
+        return svg_timeline(uid=f"job-{job.pk}-timeline", title=f"Timeline of job {job.pk}", steps=steps)
+
+    @admin.display(description="tokens")
+    def tokens_display(self, job: OutboundJob) -> str:
+        if job.input_tokens is None and job.output_tokens is None:
+            return "None recorded (no model call, or the provider reported no usage)."
+        cached = f", {job.cached_input_tokens or 0:,} of them cached" if job.cached_input_tokens else ""
+        return f"{job.input_tokens or 0:,} input{cached}; {job.output_tokens or 0:,} output"
+
+    @admin.display(description="estimated cost")
+    def cost_display(self, job: OutboundJob) -> str:
+        cost = job.estimated_cost()
+        if cost is None:
+            return "—"
+        return f"{format_cost(cost)} at the configured prices per million tokens"
 
     @admin.display(description="conversation (both ways, in time order)")
     def conversation(self, job: OutboundJob) -> SafeString:

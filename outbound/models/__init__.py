@@ -8,6 +8,7 @@ from outbound.models.contacts import (
     EchoMessage,
     InboundMessage,
     MarketingPreference,
+    MediaStatus,
     bot_paused_q,
 )
 from outbound.models.heartbeat import WorkerHeartbeat
@@ -38,6 +39,7 @@ __all__ = [
     "JobChanged",
     "KnowledgeEntry",
     "MarketingPreference",
+    "MediaStatus",
     "OutboundJob",
     "OutboundJobQuerySet",
     "ReplySettings",

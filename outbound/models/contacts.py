@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from outbound.numbers import PHONE_NUMBER_ID_MAX_LENGTH
 from outbound.vocabulary import (
     ID_MAX_LENGTH,
     PROFILE_NAME_MAX_LENGTH,
@@ -62,17 +63,25 @@ def bot_paused_q(*, now: datetime, hours: int | None = None, prefix: str = "") -
 
 
 class Contact(models.Model):
-    """A WhatsApp user who has written to the business number."""
+    """A WhatsApp user who has written to one of the business numbers: one conversation.
+
+    The conversation is (business number, customer): the same person writing to two of the business's numbers
+    is two contacts, each with its own 24-hour window, history, bot state and pair-rate limit, and each answered
+    from the number it wrote to.
+    """
 
     PauseReason = BotPauseReason
     Marketing = MarketingPreference
 
+    # The business number the customer wrote to (`value.metadata.phone_number_id`); replies leave from it.
+    phone_number_id = models.CharField("business number", max_length=PHONE_NUMBER_ID_MAX_LENGTH)
     # Meta omits the phone number for username users (2026 identity change): then only the BSUID is known.
-    wa_id = models.CharField(
-        "WhatsApp number", max_length=WA_ID_MAX_LENGTH, unique=True, null=True, blank=True
+    # Each is unique per business number (the constraints below); NULL, not "", so missing ids never clash.
+    wa_id = models.CharField(  # noqa: DJ001
+        "WhatsApp number", max_length=WA_ID_MAX_LENGTH, null=True, blank=True
     )
-    user_id = models.CharField(
-        "business-scoped user id", max_length=USER_ID_MAX_LENGTH, unique=True, null=True, blank=True
+    user_id = models.CharField(  # noqa: DJ001
+        "business-scoped user id", max_length=USER_ID_MAX_LENGTH, null=True, blank=True
     )
     profile_name = models.CharField(max_length=PROFILE_NAME_MAX_LENGTH, blank=True)
     # Meta's timestamp of the newest inbound message (not our receipt time): it opens the 24-hour window.
@@ -129,6 +138,21 @@ class Contact(models.Model):
     class Meta:
         db_table = "webhooks_contact"
         ordering = ["-last_inbound_at"]
+        constraints = [
+            # The conversation keys: the ingest's ON CONFLICT targets (outbound.services.ingest_sql).
+            models.UniqueConstraint(fields=["phone_number_id", "wa_id"], name="contact_number_wa_id"),
+            models.UniqueConstraint(fields=["phone_number_id", "user_id"], name="contact_number_user_id"),
+        ]
+        indexes = [
+            # The admin's list order.
+            models.Index(fields=["-last_inbound_at", "-id"], name="contact_last_inbound"),
+            # The conversations waiting for a person (the admin index, /metrics).
+            models.Index(
+                fields=["handoff_requested_at"],
+                name="contact_waiting",
+                condition=Q(handoff_requested_at__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         number = f"+{self.wa_id}" if self.wa_id else self.user_id or "?"
@@ -152,10 +176,29 @@ class Contact(models.Model):
         return (self.bot_human_at or self.bot_paused_at) + timedelta(hours=hours)
 
 
+class MediaStatus(models.TextChoices):
+    """Where an inbound voice note or image stands in the worker's media phase (`InboundMessage.MediaStatus`)."""
+
+    NONE = "", "not fetched"
+    """Not a media message the worker fetches, or not fetched yet."""
+    READY = "READY", "fetched"
+    """Downloaded and checked: a voice note's transcript is stored, an image's description (never its bytes)."""
+    GONE = "GONE", "gone at Meta"
+    """Meta no longer has it (the media id lives 7 days, the download URL minutes): the customer is asked to
+    resend."""
+    TOO_LARGE = "TOO_LARGE", "too large"
+    """Over OUTBOUND_MEDIA_MAX_BYTES: the customer is asked to write instead."""
+    CORRUPT = "CORRUPT", "damaged"
+    """The bytes did not match Meta's sha256: the customer is asked to resend."""
+    UNREADABLE = "UNREADABLE", "could not be transcribed"
+    """The transcription refused the audio (a format it does not take): the customer is asked to write."""
+
+
 class InboundMessage(models.Model):
     """One message a customer sent, stored once whatever Meta redelivers."""
 
     Type = MessageType
+    MediaStatus = MediaStatus
 
     wamid = models.CharField("Meta message id", max_length=ID_MAX_LENGTH, unique=True)
     contact = models.ForeignKey(Contact, on_delete=models.PROTECT, related_name="inbound_messages")
@@ -169,10 +212,34 @@ class InboundMessage(models.Model):
     raw = models.JSONField(help_text="the message object exactly as Meta sent it")
     received_at = models.DateTimeField(auto_now_add=True)
 
+    # Media (image, audio, video, document, sticker), as the webhook gave it. The bytes are never stored: the
+    # worker fetches them from Meta when it answers (`outbound.services.media`).
+    media_id = models.CharField("Meta media id", max_length=ID_MAX_LENGTH, blank=True)
+    media_mime_type = models.CharField(max_length=255, blank=True)
+    media_sha256 = models.CharField(max_length=128, blank=True)
+    media_caption = models.TextField(blank=True)
+    media_status = models.CharField(
+        max_length=max(len(v) for v in MediaStatus.values),
+        choices=MediaStatus.choices,
+        default="",
+        blank=True,
+    )
+    media_description = models.CharField(
+        max_length=500, blank=True, help_text="what the worker found: type, size, caption (never the bytes)"
+    )
+    # A voice note's words: `text` then holds them too, labelled as a transcript, for the model and staff.
+    transcript = models.TextField(
+        blank=True, help_text="the voice note transcribed (OPENAI_TRANSCRIPTION_MODEL)"
+    )
+
     class Meta:
         db_table = "webhooks_inboundmessage"
         ordering = ["-timestamp"]
-        indexes = [models.Index(fields=["contact", "timestamp"], name="inbound_contact_time")]
+        indexes = [
+            models.Index(fields=["contact", "timestamp"], name="inbound_contact_time"),
+            # The admin's list order.
+            models.Index(fields=["-timestamp", "-id"], name="inbound_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.wamid}"

@@ -13,6 +13,7 @@ from typing import Any
 from django.utils import timezone
 
 from outbound.models.states import Event, IllegalTransition, JobChanged, JobKind, JobStatus, SendAs
+from outbound.usage import TokenUsage
 
 
 class BotPaused(JobChanged):
@@ -30,6 +31,9 @@ class PeopleTransitions:
     send_as: str
 
     def _transition(self, to: str, *, event: Event, **kwargs: Any) -> None:
+        raise NotImplementedError  # OutboundJob's
+
+    def usage_fields(self, usage: TokenUsage | None) -> dict[str, int]:
         raise NotImplementedError  # OutboundJob's
 
     def mark_held(self, *, token: uuid.UUID) -> None:
@@ -67,10 +71,15 @@ class PeopleTransitions:
         )
 
     def mark_no_reply(
-        self, *, token: uuid.UUID, log: dict[str, Any] | None = None, why: str | None = None
+        self,
+        *,
+        token: uuid.UUID,
+        log: dict[str, Any] | None = None,
+        usage: TokenUsage | None = None,
+        why: str | None = None,
     ) -> None:
-        """Nothing is sent: the model decided the message needs no answer, or (`why`, recorded in the error
-        log for staff) the customer opted out."""
+        """Nothing is sent: the model decided the message needs no answer (the call's tokens are kept), or
+        (`why`, recorded in the error log for staff) the customer opted out."""
         self._transition(
             JobStatus.NO_REPLY,
             event=Event.NO_REPLY,
@@ -80,6 +89,8 @@ class PeopleTransitions:
             claim_token=None,
             claimed_at=None,
             send_started_at=None,
+            generated_at=timezone.now(),
+            **self.usage_fields(usage),
         )
 
     def mark_retried_by_staff(self) -> None:

@@ -9,8 +9,10 @@ status it came from.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -34,9 +36,18 @@ from outbound.models.states import (
     SendAs,
     error_log_append,
 )
+from outbound.usage import Prices, TokenUsage, token_cost
 from outbound.vocabulary import ID_MAX_LENGTH, WINDOW_CLOSED_CODE, DeliveryStatus
 
 logger = logging.getLogger(__name__)
+
+_PHASE = re.compile(r"\bphase=(\w+)")
+
+
+def phase_of(error: str) -> str:
+    """The phase named in an error line ("attempt=2 phase=send ..."), or "" when it names none."""
+    match = _PHASE.search(error)
+    return match.group(1)[:16] if match else ""
 
 
 class OutboundJob(PeopleTransitions, models.Model):
@@ -111,6 +122,19 @@ class OutboundJob(PeopleTransitions, models.Model):
     delivery_error_code = models.IntegerField(null=True, blank=True)
     delivery_error = models.TextField(blank=True)
 
+    # Timeline and cost (machine-owned): when the first claim took it and when the reply was generated (the
+    # latency split: waiting for a worker, generating, sending), the model's tokens (summed over attempts), and
+    # why a FAILED job failed (the phase of its last error line and Meta's code), for the charts and /metrics.
+    first_claimed_at = models.DateTimeField(null=True, blank=True)
+    generated_at = models.DateTimeField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="model input (prompt) tokens")
+    cached_input_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="of the input tokens, those served from OpenAI's prompt cache"
+    )
+    output_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="model output tokens")
+    failure_phase = models.CharField(max_length=16, blank=True)
+    failure_code = models.IntegerField(null=True, blank=True, help_text="Meta's error code of the failure")
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -131,6 +155,13 @@ class OutboundJob(PeopleTransitions, models.Model):
             models.Index(fields=["contact", "status"], name="outbound_contact_status"),
             models.Index(fields=["status", "-created_at"], name="outbound_status_created"),
             models.Index(fields=["delivery_status"], name="outbound_delivery"),
+            # The admin's list order, and the charts' and /metrics' time windows (aggregates over a range).
+            models.Index(fields=["-created_at", "-id"], name="outbound_created"),
+            models.Index(fields=["sent_at"], name="outbound_sent_at", condition=Q(sent_at__isnull=False)),
+            models.Index(
+                fields=["generated_at"], name="outbound_generated_at", condition=Q(generated_at__isnull=False)
+            ),
+            models.Index(fields=["updated_at"], name="outbound_failed_at", condition=Q(status="FAILED")),
         ]
 
     def __str__(self) -> str:
@@ -199,6 +230,7 @@ class OutboundJob(PeopleTransitions, models.Model):
             claimed_by=worker_id[:128],
             attempts=self.attempts + 1,
             last_attempt_at=now,
+            first_claimed_at=self.first_claimed_at or now,
         )
 
     def mark_generated(
@@ -211,17 +243,45 @@ class OutboundJob(PeopleTransitions, models.Model):
         error: str | None = None,
         log: dict[str, Any] | None = None,
         knowledge: list[dict[str, Any]] | None = None,
+        usage: TokenUsage | None = None,
     ) -> None:
         """Save the reply (or the decision to send the template) and the entries it drew on, with READY_TO_SEND.
 
         `kind=HANDOFF`: the reply is the handoff message (the bot was paused in the same claim); `error`
         records why, when the model's failures led there.
         """
-        fields: dict[str, Any] = {"content": content, "send_as": send_as, "knowledge": knowledge or []}
+        fields: dict[str, Any] = {
+            "content": content,
+            "send_as": send_as,
+            "knowledge": knowledge or [],
+            "generated_at": timezone.now(),
+            **self.usage_fields(usage),
+        }
         if kind:
             fields["kind"] = kind
         self._transition(
             self.Status.READY_TO_SEND, event=Event.GENERATED, fence=token, error=error, log=log, **fields
+        )
+
+    def usage_fields(self, usage: TokenUsage | None) -> dict[str, int]:
+        """The token columns after adding one model call's usage (every attempt's tokens were paid for)."""
+        if usage is None:
+            return {}
+        return {
+            "input_tokens": (self.input_tokens or 0) + usage.input_tokens,
+            "cached_input_tokens": (self.cached_input_tokens or 0) + usage.cached_input_tokens,
+            "output_tokens": (self.output_tokens or 0) + usage.output_tokens,
+        }
+
+    def estimated_cost(self, prices: Prices | None = None) -> Decimal | None:
+        """What this job's model calls cost at the configured prices (None: no usage recorded)."""
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return token_cost(
+            input_tokens=self.input_tokens or 0,
+            output_tokens=self.output_tokens or 0,
+            cached_input_tokens=self.cached_input_tokens or 0,
+            prices=prices or Prices.from_settings(),
         )
 
     def mark_send_started(self, *, token: uuid.UUID, send_as: str) -> None:
@@ -306,6 +366,7 @@ class OutboundJob(PeopleTransitions, models.Model):
         Only for failures where nothing can have reached Meta (an error answer, a refused request);
         a send that may have gone out is `mark_send_uncertain` / `mark_stale_send_unsettled` instead.
         """
+        code = (log or {}).get("code")
         self._transition(
             self.Status.FAILED,
             event=Event.FAILED,
@@ -315,6 +376,8 @@ class OutboundJob(PeopleTransitions, models.Model):
             claim_token=None,
             claimed_at=None,
             send_started_at=None,
+            failure_phase=phase_of(error),
+            failure_code=code if isinstance(code, int) else None,
         )
 
     def mark_switch_to_template(self, *, token: uuid.UUID, error: str) -> None:
@@ -367,6 +430,8 @@ class OutboundJob(PeopleTransitions, models.Model):
             fence=self.claim_token,
             claim_token=None,
             claimed_at=None,
+            failure_phase="recovery",
+            failure_code=None,
             error="phase=recovery the send started at "
             f"{self.send_started_at:%Y-%m-%d %H:%M:%S} may have reached Meta, but no response or status webhook "
             "confirmed it; not resent automatically. Check the conversation in WhatsApp before retrying.",

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from django.db.models import Q
-
 from outbound.inbound import ParsedEcho
 from outbound.models import Contact, EchoMessage
+from outbound.services.contacts import ContactIdentity, contacts_find_or_create
 from outbound.services.handoff import contact_answered_by_person
 
 logger = logging.getLogger(__name__)
@@ -53,25 +52,14 @@ def echoes_record(*, echoes: list[ParsedEcho]) -> int:
     return len(new)
 
 
-def _key(echo: ParsedEcho) -> str:
-    return echo.wa_id or f"user:{echo.user_id}"
+def _key(echo: ParsedEcho) -> ContactIdentity:
+    return ContactIdentity(echo.phone_number_id, echo.wa_id, echo.user_id)
 
 
-def _contacts_for(echoes: list[ParsedEcho]) -> dict[str, Contact]:
-    """The customers the owner wrote to, created when the owner wrote first (no inbound message yet)."""
-    first = {_key(e): e for e in echoes}
-    Contact.objects.bulk_create(
-        [Contact(wa_id=e.wa_id, user_id=e.user_id) for _, e in sorted(first.items())], ignore_conflicts=True
-    )
-    wa_ids = {e.wa_id for e in first.values() if e.wa_id}
-    user_ids = {e.user_id for e in first.values() if e.user_id}
-    found = list(Contact.objects.filter(Q(wa_id__in=wa_ids) | Q(user_id__in=user_ids)))
-    by_wa_id = {c.wa_id: c for c in found if c.wa_id}
-    by_user_id = {c.user_id: c for c in found if c.user_id}
-    contacts: dict[str, Contact] = {}
-    for key, echo in first.items():
-        contact = by_wa_id.get(echo.wa_id or "") or by_user_id.get(echo.user_id or "")
-        if contact is None:  # cannot happen after the insert above; never lose the POST over it
-            raise LookupError(f"contact {key} missing after insert")
-        contacts[key] = contact
+def _contacts_for(echoes: list[ParsedEcho]) -> dict[ContactIdentity, Contact]:
+    """The customers the owner wrote to from that number, created when the owner wrote first (no inbound
+    message yet)."""
+    contacts, learned = contacts_find_or_create(identities={_key(e) for e in echoes})
+    if learned:
+        Contact.objects.bulk_update(learned, ["wa_id", "user_id"])
     return contacts

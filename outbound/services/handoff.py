@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from outbound.models import BotPauseReason, Contact, InboundMessage, JobChanged, OutboundJob, bot_paused_q
 from outbound.replies import WHATSAPP_TEXT_LIMIT
+from outbound.usage import TokenUsage
 from outbound.vocabulary import is_handoff_tap
 from outbound.window import is_window_open
 
@@ -244,6 +245,7 @@ def outbound_job_hand_off(
     message: str,
     error: str | None = None,
     now: datetime | None = None,
+    usage: TokenUsage | None = None,
 ) -> bool:
     """Hand the conversation to a person from a claimed bot job (the model asked, the customer tapped the
     button, or the model kept failing). True: the job now carries the handoff message, to be sent.
@@ -269,6 +271,7 @@ def outbound_job_hand_off(
         kind=OutboundJob.Kind.HANDOFF,
         error=error,
         log={"handoff": reason},
+        usage=usage,
     )
     return True
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.db import (
@@ -26,6 +26,7 @@ from django.utils import timezone
 from outbound.inbound import ParsedMessage, ParsedWebhook
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.services import ingest_sql
+from outbound.services.contacts import ContactIdentity, contacts_change_user_id, contacts_find_or_create
 from outbound.services.echoes import echoes_record
 from outbound.services.optout import contacts_opt_apply, keyword_messages
 from outbound.services.preferences import contacts_record_preferences
@@ -81,8 +82,10 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
             return result
     with transaction.atomic():
         if messages:
+            messages = _settled_user_id_changes(messages)
             contacts = _upsert_contacts(messages)
             result.new_messages, result.jobs = _store_messages(messages, contacts)
+            _change_user_ids(messages, contacts)
             if keywords:
                 contacts_opt_apply(keywords=[(m, kind, contacts[_contact_key(m)]) for m, kind in keywords])
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
@@ -164,57 +167,39 @@ def _ingest_one(parsed: ParsedWebhook, kind: str, wamid: str) -> IngestResult | 
         return None
 
 
-def _contact_key(message: ParsedMessage) -> str:
-    return message.wa_id or f"user:{message.user_id}"
+def _contact_key(message: ParsedMessage) -> ContactIdentity:
+    return ContactIdentity(message.phone_number_id, message.wa_id, message.user_id)
 
 
-def _upsert_contacts(messages: list[ParsedMessage]) -> dict[str, Contact]:
-    """Create missing contacts and move `last_inbound_at` forward only (never back), in three statements."""
-    newest: dict[str, ParsedMessage] = {}
+def _upsert_contacts(messages: list[ParsedMessage]) -> dict[ContactIdentity, Contact]:
+    """Create missing contacts and move `last_inbound_at` forward only (never back), in three statements
+    (more only when a contact learns a BSUID change or two contacts turn out to be one customer)."""
+    newest: dict[ContactIdentity, ParsedMessage] = {}
     for message in messages:
         key = _contact_key(message)
         if key not in newest or message.timestamp >= newest[key].timestamp:
             newest[key] = message
     now = timezone.now()
-    # Sorted, so that two POSTs racing over the same contacts lock their rows in the same order.
-    Contact.objects.bulk_create(
-        [
-            Contact(
-                wa_id=m.wa_id, user_id=m.user_id, profile_name=m.profile_name, last_inbound_at=m.timestamp
-            )
-            for _, m in sorted(newest.items())
-        ],
-        ignore_conflicts=True,
+    contacts, _ = contacts_find_or_create(
+        identities=newest,
+        initial={
+            key: {"profile_name": m.profile_name, "last_inbound_at": m.timestamp} for key, m in newest.items()
+        },
     )
-    wa_ids = {m.wa_id for m in newest.values() if m.wa_id}
-    user_ids = {m.user_id for m in newest.values() if m.user_id}
-    found = list(Contact.objects.filter(Q(wa_id__in=wa_ids) | Q(user_id__in=user_ids)).order_by("pk"))
-    by_pk = {c.pk: c for c in found}
-    by_wa_id = {c.wa_id: c for c in found if c.wa_id}
-    by_user_id = {c.user_id: c for c in found if c.user_id}
-    contacts: dict[str, Contact] = {}
     # One person can arrive under two keys in one POST (by number, and by user id alone): one update each.
     groups: dict[int, list[ParsedMessage]] = {}
+    by_pk: dict[int, Contact] = {}
     for key, message in newest.items():
-        contact = by_wa_id.get(message.wa_id or "") or by_user_id.get(message.user_id or "")
-        if contact is None:  # cannot happen after the insert above; never lose the POST over it
-            raise LookupError(f"contact {key} missing after insert")
-        contacts[key] = contact
+        contact = contacts[key]
+        by_pk[contact.pk] = contact
         groups.setdefault(contact.pk, []).append(message)
     updates: list[Contact] = []
     for pk, group in sorted(groups.items()):
         contact = by_pk[pk]
         latest = max(group, key=lambda m: m.timestamp)
-        update = Contact(pk=pk, updated_at=now)
+        update = Contact(pk=pk, updated_at=now, wa_id=contact.wa_id, user_id=contact.user_id)
         update.profile_name = _newer_name(latest)
         update.last_inbound_at = _latest(latest.timestamp)
-        # Learn the number or the business-scoped id once, unless another contact already holds it.
-        update.wa_id = contact.wa_id or _unclaimed([m.wa_id for m in group], by_wa_id)
-        update.user_id = contact.user_id or _unclaimed([m.user_id for m in group], by_user_id)
-        if update.wa_id:
-            by_wa_id[update.wa_id] = contact
-        if update.user_id:
-            by_user_id[update.user_id] = contact
         updates.append(update)
     Contact.objects.bulk_update(
         updates, ["profile_name", "last_inbound_at", "wa_id", "user_id", "updated_at"]
@@ -222,8 +207,38 @@ def _upsert_contacts(messages: list[ParsedMessage]) -> dict[str, Contact]:
     return contacts
 
 
-def _unclaimed(candidates: list[str | None], held: dict[str, Contact]) -> str | None:
-    return next((value for value in candidates if value and value not in held), None)
+def _settled_user_id_changes(messages: list[ParsedMessage]) -> list[ParsedMessage]:
+    """A `user_changed_user_id` message whose contact already carries the new BSUID (a redelivery) belongs to
+    that contact: without this, its old BSUID would create a new contact."""
+    changes = [m for m in messages if m.new_user_id and m.user_id]
+    if not changes:
+        return messages
+    held = set(
+        Contact.objects.filter(
+            phone_number_id__in={m.phone_number_id for m in changes},
+            user_id__in={u for m in changes for u in (m.user_id, m.new_user_id)},
+        ).values_list("phone_number_id", "user_id")
+    )
+    return [
+        replace(m, user_id=m.new_user_id, new_user_id=None)
+        if m.new_user_id
+        and (m.phone_number_id, m.user_id) not in held
+        and (m.phone_number_id, m.new_user_id) in held
+        else m
+        for m in messages
+    ]
+
+
+def _change_user_ids(messages: list[ParsedMessage], contacts: dict[ContactIdentity, Contact]) -> None:
+    """Apply `user_changed_user_id` system messages, oldest first, once their messages are stored (a contact
+    the re-key merges away takes its new messages along)."""
+    changes = [
+        (contacts[_contact_key(m)], m.new_user_id)
+        for m in sorted(messages, key=lambda m: m.timestamp)
+        if m.new_user_id
+    ]
+    if changes:
+        contacts_change_user_id(changes=changes)
 
 
 def _newer_name(message: ParsedMessage) -> Case | F:
@@ -248,7 +263,9 @@ def _latest(timestamp: datetime) -> Greatest:
     return Greatest(Coalesce(F("last_inbound_at"), Value(timestamp)), Value(timestamp))
 
 
-def _store_messages(messages: list[ParsedMessage], contacts: dict[str, Contact]) -> tuple[int, int]:
+def _store_messages(
+    messages: list[ParsedMessage], contacts: dict[ContactIdentity, Contact]
+) -> tuple[int, int]:
     existing = set(
         InboundMessage.objects.filter(wamid__in=[m.wamid for m in messages]).values_list("wamid", flat=True)
     )
@@ -262,6 +279,7 @@ def _store_messages(messages: list[ParsedMessage], contacts: dict[str, Contact])
                 needs_reply=m.needs_reply,
                 timestamp=m.timestamp,
                 raw=m.raw,
+                **ingest_sql.media_fields(m),
             )
             for m in messages
             if m.wamid not in existing

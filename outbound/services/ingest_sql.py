@@ -11,11 +11,13 @@ table, chained in one statement (data-modifying CTEs), so one round trip and one
 - jobs: one per new message that needs a reply (the UNIQUE job-per-message settles races);
 - `pg_notify` when a job was created, delivered on commit.
 
+A contact is keyed per business number (`phone_number_id`, then `wa_id` or `user_id`), as in the ORM path.
 Only for POSTs whose senders all come with a number (and usually their business-scoped user id too), or all
-with a user id alone, and at most `MAX_MESSAGES` messages; mixed POSTs and big replays take the ORM path. A user
-id is learned (as the ORM path does) unless another contact holds it; the rare contact known by its user id
-alone that now comes with its number makes the statement fail on the user id's UNIQUE index, and the caller
-then takes the ORM path, which handles every case.
+with a user id alone, and at most `MAX_MESSAGES` messages, and without BSUID changes (`user_changed_user_id`);
+mixed POSTs and big replays take the ORM path. A user id is learned when the contact has none; when another
+contact of the number holds it (a customer known by BSUID alone and by phone number alone, to be merged), or
+the contact known by its user id alone now comes with its number, the statement fails on the UNIQUE
+(number, user id) key, nothing is stored, and the caller takes the ORM path, which attaches or merges.
 The columns and their values come from the models' fields (defaults, `auto_now`, JSON), so a field added
 later is written here too.
 """
@@ -34,7 +36,7 @@ from outbound.inbound import ParsedMessage
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.wakeup import CHANNEL
 
-# Nine parameters per message and one per contact column: far below PostgreSQL's 65535, and big replays after
+# Ten parameters per message and one per contact column: far below PostgreSQL's 65535, and big replays after
 # an outage (up to 1000 messages a POST) keep the ORM's bulk path.
 MAX_MESSAGES = 500
 
@@ -45,15 +47,16 @@ def fits(messages: Sequence[ParsedMessage]) -> bool:
         connection.vendor == "postgresql"
         and 0 < len(messages) <= MAX_MESSAGES
         and (all(m.wa_id for m in messages) or all(m.user_id and not m.wa_id for m in messages))
+        and not any(m.new_user_id for m in messages)
     )
 
 
 def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
     """Store the messages (deduplicated by wamid) with their contacts and jobs; return (new messages, jobs)."""
     by = "wa_id" if messages[0].wa_id else "user_id"
-    newest: dict[str, ParsedMessage] = {}
+    newest: dict[tuple[str, str], ParsedMessage] = {}
     for message in messages:
-        key = getattr(message, by)
+        key = (message.phone_number_id, getattr(message, by))
         if key not in newest or message.timestamp >= newest[key].timestamp:
             newest[key] = message
     conn = connections[DEFAULT_DB_ALIAS]
@@ -64,6 +67,7 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
         params += _row(
             Contact,
             {
+                "phone_number_id": m.phone_number_id,
                 "wa_id": m.wa_id,
                 "user_id": m.user_id,
                 "profile_name": m.profile_name,
@@ -73,9 +77,11 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
             conn,
         )
     for m in messages:
-        params.append(getattr(m, by))
+        params += [m.phone_number_id, getattr(m, by)]
         given = {"wamid": m.wamid, "type": m.type, "text": m.text, "needs_reply": m.needs_reply}
-        params += _row(InboundMessage, {**given, "timestamp": m.timestamp, "raw": m.raw}, now, conn)
+        params += _row(
+            InboundMessage, {**given, "timestamp": m.timestamp, "raw": m.raw, **media_fields(m)}, now, conn
+        )
     params += _row(OutboundJob, {}, now, conn)
     with conn.cursor() as cursor:
         cursor.execute(_statement(by, len(newest), len(messages)), params)
@@ -137,20 +143,19 @@ def _statement(by: str, contacts: int, messages: int) -> str:
     contact_row = f"({', '.join('%s' for _ in contact_fields)})"
     # Outside an INSERT's own VALUES (a VALUES list in FROM, a SELECT list) PostgreSQL cannot infer the
     # columns' types, so there each value is cast to its column's type.
-    message_row = f"(CAST(%s AS text), {_casts(message_fields, conn)})"
+    message_row = f"(CAST(%s AS text), CAST(%s AS text), {_casts(message_fields, conn)})"
     # Only identifiers (the models' tables and columns, quoted) and placeholders are formatted into the SQL;
     # every value is a parameter.
     learn = ""
     if by == "wa_id":
-        # A user id is learned once, unless another contact already holds it (then it stays with that one).
-        learn = f"""user_id = COALESCE(t.user_id, CASE WHEN NOT EXISTS (
-                    SELECT 1 FROM {q(Contact._meta.db_table)} AS o WHERE o.user_id = EXCLUDED.user_id
-                ) THEN EXCLUDED.user_id END),"""  # noqa: S608
+        # A user id is learned once. Another contact of the number holding it fails the statement (UNIQUE):
+        # the ORM path then merges the two, or leaves the id with the other one.
+        learn = "user_id = COALESCE(t.user_id, EXCLUDED.user_id),"
     return f"""
         WITH c AS (
             INSERT INTO {q(Contact._meta.db_table)} AS t ({_names(contact_fields, conn)})
             VALUES {", ".join([contact_row] * contacts)}
-            ON CONFLICT ({by}) DO UPDATE SET
+            ON CONFLICT (phone_number_id, {by}) DO UPDATE SET
                 last_inbound_at = GREATEST(
                     COALESCE(t.last_inbound_at, EXCLUDED.last_inbound_at), EXCLUDED.last_inbound_at
                 ),
@@ -160,12 +165,13 @@ def _statement(by: str, contacts: int, messages: int) -> str:
                     THEN EXCLUDED.profile_name ELSE t.profile_name END,
                 {learn}
                 updated_at = EXCLUDED.updated_at
-            RETURNING id, {by} AS sender
+            RETURNING id, phone_number_id AS number, {by} AS sender
         ), m AS (
             INSERT INTO {q(InboundMessage._meta.db_table)} (contact_id, {_names(message_fields, conn)})
             SELECT c.id, {", ".join(f"v.{q(_column(f))}" for f in message_fields)}
-            FROM (VALUES {", ".join([message_row] * messages)}) AS v(sender, {_names(message_fields, conn)})
-            JOIN c ON c.sender = v.sender
+            FROM (VALUES {", ".join([message_row] * messages)})
+                AS v(number, sender, {_names(message_fields, conn)})
+            JOIN c ON c.number = v.number AND c.sender = v.sender
             ON CONFLICT (wamid) DO NOTHING
             RETURNING id, contact_id, needs_reply
         ), j AS (
@@ -197,3 +203,16 @@ def _casts(fields: list[models.Field], conn: Any) -> str:
 def _column(field: models.Field) -> str:
     """A concrete field's column (only virtual fields have none, and `_fields` takes concrete ones)."""
     return str(field.column)
+
+
+def media_fields(message: ParsedMessage) -> dict[str, str]:
+    """The media columns of an inbound message (empty for a message without media)."""
+    media = message.media
+    if media is None:
+        return {}
+    return {
+        "media_id": media.id,
+        "media_mime_type": media.mime_type,
+        "media_sha256": media.sha256,
+        "media_caption": media.caption,
+    }

@@ -21,6 +21,8 @@ from outbound.exceptions import (
     GraphConnectError,
     GraphError,
     GraphResponseLost,
+    MediaConfigurationError,
+    MediaTransientError,
     OutboundError,
     ReplyConfigurationError,
     ReplyPermanentError,
@@ -45,6 +47,7 @@ from outbound.services.handoff import (
     outbound_job_hand_off,
     outbound_job_step_back,
 )
+from outbound.services.media import MediaPhase, outbound_job_prepare_media
 from outbound.services.optout import opt_out_reason
 from outbound.services.preferences import MARKETING_STOPPED_CODE, contact_record_marketing_preference
 from outbound.services.templates import (
@@ -52,6 +55,7 @@ from outbound.services.templates import (
     template_refusal,
     whatsapp_template_record_send_error,
 )
+from outbound.usage import TokenUsage
 from outbound.vocabulary import BUTTON_BODY_LIMIT, HANDOFF_BUTTON_ID
 from outbound.whatsapp import Recipient, SendResult
 from outbound.window import is_window_open, template_parameters
@@ -168,7 +172,10 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
     if outbound_job_asks_for_a_person(job=job):
         return _hand_off(job, token, config, reason=BotPauseReason.CUSTOMER_ASKED)
     _show_typing(job, config)
-    conversation = conversation_for(job=job, limit=config.history_messages)
+    media = _prepare_media(job, token, config)
+    if isinstance(media, Outcome):
+        return media
+    conversation = conversation_for(job=job, limit=config.history_messages, images=media.images)
     # Read for each reply: staff edits to the prompt and the entries apply to a running --loop worker.
     knowledge = knowledge_search(question=question_from(conversation), limit=config.knowledge_top_k)
     system_prompt = reply_system_prompt(default=config.system_prompt)
@@ -208,15 +215,16 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         return Outcome.FAILED
     log = {
         "in_window": True,
+        **media.log(),
         "action": answer.action.value,
         "knowledge_ids": ",".join(str(snippet.id) for snippet in knowledge),
         "knowledge_used": ",".join(map(str, answer.knowledge_used)),
         "duration_ms": int((time.monotonic() - started) * 1000),
     }
     if answer.action is ReplyAction.HANDOFF:
-        return _hand_off(job, token, config, reason=BotPauseReason.MODEL_ASKED)
+        return _hand_off(job, token, config, reason=BotPauseReason.MODEL_ASKED, usage=answer.usage)
     if answer.action is ReplyAction.NO_REPLY:
-        job.mark_no_reply(token=token, log=log)
+        job.mark_no_reply(token=token, log=log, usage=answer.usage)
         return Outcome.NO_REPLY
     job.mark_generated(
         token=token,
@@ -225,6 +233,9 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         # What the model was given, and which of it the model says the reply relies on.
         knowledge=[snippet.record(cited=snippet.id in answer.knowledge_used) for snippet in knowledge],
         log=log,
+        # Media that could not be used: staff see why the reply asks the customer to write or resend.
+        error=_error_line(job, "media", "; ".join(media.notes), config) if media.notes else None,
+        usage=answer.usage,
     )
     return Outcome.GENERATED
 
@@ -257,7 +268,11 @@ def _show_typing(job: OutboundJob, config: WorkerConfig) -> None:
         return
     try:
         confirmed = config.sender.mark_read(
-            message_id=job.inbound_message.wamid, typing=True, timeout=config.typing_indicator_timeout
+            message_id=job.inbound_message.wamid,
+            typing=True,
+            timeout=config.typing_indicator_timeout,
+            # From the number the customer wrote to, like the reply (the claim loaded the contact).
+            phone_number_id=job.contact.phone_number_id or None,
         )
     except OutboundError as exc:
         logger.info("typing_indicator_failed job_id=%s %s", job.pk, redact(str(exc), config.secrets)[:300])
@@ -266,12 +281,47 @@ def _show_typing(job: OutboundJob, config: WorkerConfig) -> None:
         logger.info("typing_indicator_failed job_id=%s Meta did not answer success=true", job.pk)
 
 
+def _prepare_media(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> MediaPhase | Outcome:
+    """The media phase (outbound.services.media): its result, or the outcome when the job stops here."""
+    if config.media_source is None or config.transcriber is None:
+        return MediaPhase()
+    try:
+        return outbound_job_prepare_media(
+            job=job,
+            source=config.media_source,
+            transcriber=config.transcriber,
+            max_bytes=config.media_max_bytes,
+            last_attempt=job.attempts >= config.max_attempts,
+        )
+    except MediaTransientError as exc:
+        return _retry_or_fail(job, token, config, phase="media", error=str(exc), retry_after=exc.retry_after)
+    except MediaConfigurationError as exc:
+        # Our token, key or model, not this job: keep it, refund the attempt, stop loudly (as for replies).
+        job.mark_retry(
+            token=token,
+            error=_error_line(job, "media", str(exc), config),
+            next_attempt_at=timezone.now(),
+            refund_attempt=True,
+        )
+        raise ConfigurationError(
+            redact(
+                f"a media request was refused ({exc}): check {exc.check}; the job was kept", config.secrets
+            )
+        ) from exc
+
+
 def _hand_off(
-    job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, reason: str, error: str | None = None
+    job: OutboundJob,
+    token: uuid.UUID,
+    config: WorkerConfig,
+    *,
+    reason: str,
+    error: str | None = None,
+    usage: TokenUsage | None = None,
 ) -> Outcome:
     """Pause the bot and carry the handoff message, or end HANDED_OFF when someone handed off first."""
     if outbound_job_hand_off(
-        job=job, token=token, reason=reason, message=config.handoff_message, error=error
+        job=job, token=token, reason=reason, message=config.handoff_message, error=error, usage=usage
     ):
         return Outcome.GENERATED
     return Outcome.HANDED_OFF
@@ -322,7 +372,7 @@ def _send(
                 token=token, error=_error_line(job, "send", refusal, config), log={"in_window": False}
             )
             return Outcome.FAILED
-    config.rate_limiter.acquire()
+    config.limiter_for(contact.phone_number_id).acquire()
     try:
         job.mark_send_started(token=token, send_as=send_as)
     except BotPaused:
@@ -368,7 +418,10 @@ def _send(
 
 
 def _deliver(job: OutboundJob, contact: Contact, send_as: str, config: WorkerConfig) -> SendResult:
-    to = Recipient(wa_id=contact.wa_id, user_id=contact.user_id)
+    # From the number the customer wrote to: the conversation is (business number, customer).
+    to = Recipient(
+        wa_id=contact.wa_id, user_id=contact.user_id, phone_number_id=contact.phone_number_id or None
+    )
     callback_data = f"{job.key}:{send_as.lower()}"
     if send_as == OutboundJob.SendAs.TEMPLATE:
         return config.sender.send_template(

@@ -48,16 +48,40 @@ def test_production_backends_pass(settings):
     assert check_required_settings() == []
 
 
-@pytest.mark.parametrize("value", ["106540352242922,111222333444555", " 1 , 2 "])
-def test_several_business_numbers_are_refused_until_the_worker_can_answer_from_each(settings, value):
-    settings.WHATSAPP_PHONE_NUMBER_ID = value
-    assert [e.id for e in check_backends()] == ["outbound.E007"]
-
-
-@pytest.mark.parametrize("value", ["106540352242922", " 106540352242922 , "])
-def test_one_business_number_passes(settings, value):
+@pytest.mark.parametrize(
+    "value",
+    ["106540352242922", " 106540352242922 , ", "106540352242922,111222333444555", " 1 , 2 ,3"],
+)
+def test_one_or_several_business_numbers_pass(settings, value):
     settings.WHATSAPP_PHONE_NUMBER_ID = value
     assert check_backends() == []
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("106540352242922,+15550783881", "'+15550783881'"),
+        ("106540352242922, 1555 078 3881", "'1555 078 3881'"),
+        ("abc", "'abc'"),
+        (
+            "\uff11\uff12\uff13",
+            "'\uff11\uff12\uff13'",
+        ),  # full-width digits: str.isdigit() alone would let them through
+    ],
+)
+def test_a_business_number_id_that_is_not_numeric_is_refused_and_named(settings, value, named):
+    settings.WHATSAPP_PHONE_NUMBER_ID = value
+    errors = check_backends()
+    assert [e.id for e in errors] == ["outbound.E007"]
+    assert named in errors[0].msg
+    assert "Phone number ID" in errors[0].hint
+
+
+def test_a_business_number_listed_twice_is_refused(settings):
+    settings.WHATSAPP_PHONE_NUMBER_ID = "106540352242922, 111222333444555,106540352242922"
+    errors = check_backends()
+    assert [e.id for e in errors] == ["outbound.E007"]
+    assert "106540352242922 more than once" in errors[0].msg
 
 
 @pytest.mark.parametrize("value", ["english", "portuguese", "simple", "my_config2"])
@@ -121,3 +145,11 @@ def test_opt_out_settings_out_of_range_are_refused(settings, name, value, messag
     [(error_id, text)] = ids_and_messages(check_backends())
     assert error_id == "outbound.E010"
     assert text.startswith(message)
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_a_media_size_limit_that_is_not_positive_is_refused(settings, value):
+    settings.OUTBOUND_MEDIA_MAX_BYTES = value
+    assert ids_and_messages(check_backends()) == [
+        ("outbound.E004", "OUTBOUND_MEDIA_MAX_BYTES must be positive.")
+    ]

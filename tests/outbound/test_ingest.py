@@ -176,7 +176,9 @@ def test_phone_number_learned_later_fills_the_username_contact(webhook):
 
 
 @pytest.mark.django_db
-def test_one_person_by_number_and_by_user_id_in_one_post_is_one_contact_with_the_newest_time(webhook):
+def test_one_person_by_number_and_by_user_id_in_one_post_is_one_contact_with_the_newest_time(
+    webhook, no_batch_fallback
+):
     by_number = text_message(wamid="wamid.P1", wa_id="4915100000", timestamp=T0)
     by_user_id = {"from_user_id": "US.9", "id": "wamid.P2", "timestamp": str(T0 + 100), "type": "text"}
     payload = batch_payload(

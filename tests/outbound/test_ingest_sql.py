@@ -27,20 +27,35 @@ from webhooks.payloads import parse_webhook
 pytestmark = pytest.mark.postgres
 
 
+SECOND_NUMBER = "111222333444555"
+
+
 def parse(payload: dict[str, Any]):
-    return parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    return parse_webhook(payload, phone_number_ids=(*SERVED_PHONE_NUMBER_IDS, SECOND_NUMBER))
+
+
+def to_second_number(payload: dict[str, Any]) -> dict[str, Any]:
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = SECOND_NUMBER
+    return payload
 
 
 def snapshot() -> tuple[list[tuple[Any, ...]], ...]:
     """Everything stored, without ids and receipt times (which differ between two runs by nature)."""
     contacts = list(
-        Contact.objects.order_by("wa_id", "user_id").values_list(
-            "wa_id", "user_id", "profile_name", "last_inbound_at"
+        Contact.objects.order_by("phone_number_id", "wa_id", "user_id").values_list(
+            "phone_number_id", "wa_id", "user_id", "profile_name", "last_inbound_at"
         )
     )
     messages = list(
         InboundMessage.objects.order_by("wamid").values_list(
-            "wamid", "contact__wa_id", "type", "text", "needs_reply", "timestamp", "raw"
+            "wamid",
+            "contact__phone_number_id",
+            "contact__wa_id",
+            "type",
+            "text",
+            "needs_reply",
+            "timestamp",
+            "raw",
         )
     )
     jobs = list(
@@ -91,6 +106,17 @@ SEQUENCE = [
         contacts=[{"profile": {"name": "Kim"}, "wa_id": "4915199999", "user_id": "US.9"}],
     ),
     _by_user_id("wamid.U3", "US.10", T0 + 42),
+    # The same customers writing to a second business number: other conversations, other contacts.
+    to_second_number(text_payload(wamid="wamid.N2-1", timestamp=T0 + 43, name="Second")),
+    to_second_number(_by_user_id("wamid.N2-2", "US.9", T0 + 44)),
+    # Known by a user id alone and, separately, by number alone; then both: the statement refuses (UNIQUE
+    # number and user id), the ORM path merges the two into one contact.
+    _by_user_id("wamid.M1", "US.M", T0 + 50),
+    batch_payload([text_message(wamid="wamid.M2", wa_id="4915177777", timestamp=T0 + 51)]),
+    batch_payload(
+        [text_message(wamid="wamid.M3", wa_id="4915177777", timestamp=T0 + 52)],
+        contacts=[{"profile": {"name": "Merged"}, "wa_id": "4915177777", "user_id": "US.M"}],
+    ),
 ]
 
 
@@ -109,9 +135,12 @@ def test_the_one_statement_path_stores_exactly_what_the_orm_path_stores(monkeypa
     for payload in SEQUENCE:
         webhook_ingest(parsed=parse(payload))
     assert snapshot() == fast
-    contact = Contact.objects.get(wa_id="16505551234")
+    contact = Contact.objects.get(wa_id="16505551234", phone_number_id="106540352242922")
     assert (contact.profile_name, contact.last_inbound_at) == ("Name 16505551234", at(T0 + 30))
-    assert Contact.objects.get(user_id="US.9").wa_id == "4915199999"
+    assert Contact.objects.get(user_id="US.9", phone_number_id="106540352242922").wa_id == "4915199999"
+    assert Contact.objects.filter(phone_number_id=SECOND_NUMBER).count() == 2
+    merged = Contact.objects.get(user_id="US.M")
+    assert (merged.wa_id, merged.profile_name, merged.inbound_messages.count()) == ("4915177777", "Merged", 3)
 
 
 @pytest.mark.django_db

@@ -37,6 +37,7 @@ from outbound.models import Contact, IllegalTransition, InboundMessage, JobChang
 from outbound.services.claims import outbound_jobs_claim
 from outbound.services.recovery import outbound_jobs_recover
 from outbound.services.statuses import outbound_jobs_record_statuses
+from tests.factories import DEFAULT_PHONE_NUMBER_ID
 
 S = OutboundJob.Status
 STALE_SECONDS = 300
@@ -105,7 +106,9 @@ class JobStateMachine(RuleBasedStateMachine):
     def enqueue(self) -> None:
         now = timezone.now()
         n = len(self.jobs)
-        contact = Contact.objects.create(wa_id=f"1555{n:07d}", last_inbound_at=now)
+        contact = Contact.objects.create(
+            phone_number_id=DEFAULT_PHONE_NUMBER_ID, wa_id=f"1555{n:07d}", last_inbound_at=now
+        )
         message = InboundMessage.objects.create(
             wamid=f"wamid.sm-{n}",
             contact=contact,

@@ -8,6 +8,7 @@ import logging
 
 import pytest
 import requests
+from django.utils import timezone
 from responses import matchers
 
 from bench.fakes import FakeGraph, FaultPlan, graph_error
@@ -19,6 +20,7 @@ from outbound.services.processing import Outcome, outbound_job_process
 from outbound.whatsapp import WhatsAppClient
 from outbound.worker_config import worker_config_from_settings
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_ok, is_postgres, run_jobs
+from webhooks.envelopes import text_message_webhook
 
 pytestmark = pytest.mark.django_db
 S = OutboundJob.Status
@@ -160,7 +162,7 @@ def test_the_indicator_costs_no_database_statement(inbound, graph, fake_openai, 
     register_reply(graph)
     config = worker_config_from_settings()
     [claimed] = outbound_jobs_claim(limit=1, worker_id="w")
-    with django_assert_num_queries(10 if is_postgres() else 9):
+    with django_assert_num_queries(11 if is_postgres() else 10):
         assert outbound_job_process(job=claimed, config=config).outcome == Outcome.SENT
     assert len(graph.calls) == 2
 
@@ -176,6 +178,32 @@ def test_a_slow_fake_graph_is_cut_off_by_the_short_timeout(inbound, fake_openai,
         assert (row.status, row.attempts, row.error_log) == (S.SENT, 1, "")
         assert len(graph.read_receipts()) == 1
         assert len(graph.accepted()) == 1
+
+
+def test_marked_read_from_the_number_the_customer_wrote_to(webhook, graph, fake_openai, settings):
+    first, second = "106540352242922", "111222333444555"
+    settings.WHATSAPP_PHONE_NUMBER_ID = f"{first},{second}"
+    when = int(timezone.now().timestamp()) - 60
+    payload = text_message_webhook(
+        wa_id="16505551234",
+        name="Sheena",
+        text="Hi",
+        wamid="wamid.S1",
+        timestamp=when,
+        phone_number_id=second,
+    )
+    assert webhook(payload).status_code == 200
+    second_url = f"https://graph.test/v25.0/{second}/messages"
+    graph.post(
+        second_url, match=[matchers.json_params_matcher(read_receipt("wamid.S1"))], json={"success": True}
+    )
+    graph.post(
+        second_url,
+        match=[matchers.json_params_matcher({"type": "text"}, strict_match=False)],
+        json=graph_ok(),
+    )
+    run_jobs()
+    assert [c.request.url for c in graph.calls] == [second_url, second_url]
 
 
 # ------------------------------------------------------------------------------------------------ clients
@@ -200,4 +228,4 @@ def test_client_mark_read_sends_meta_shape_and_reads_success(graph):
 def test_console_sender_prints_the_read_receipt(caplog):
     caplog.set_level(logging.WARNING, logger="outbound")
     assert ConsoleSender(phone_number_id="1").mark_read(message_id="wamid.X", typing=True, timeout=1) is True
-    assert "read receipt message_id=wamid.X typing=True" in caplog.text
+    assert "read receipt POST /v25.0/1/messages message_id=wamid.X typing=True" in caplog.text

@@ -104,6 +104,19 @@ def test_recipient_by_business_scoped_user_id(client, graph):
     client.send_text(to=Recipient(wa_id=None, user_id="US.123"), body="x", reply_to=None, callback_data="k")
 
 
+def test_each_message_leaves_from_its_recipients_business_number(client, graph):
+    second = "https://graph.test/v25.0/111222333444555/messages"
+    graph.post(second, json=graph_ok("wamid.2"))
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok("wamid.1"))
+    on_second = Recipient(wa_id="16505551234", phone_number_id="111222333444555")
+    client.send_text(to=on_second, body="x", reply_to=None, callback_data="k")
+    client.send_template(to=on_second, name="t", language="en_US", body_parameters=[], callback_data="k")
+    client.send_buttons(to=on_second, body="x", buttons=[("a", "A")], reply_to=None, callback_data="k")
+    # No number on the recipient: the client's default number.
+    client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert [call.request.url for call in graph.calls] == [second, second, second, GRAPH_MESSAGES_URL]
+
+
 def test_meta_error_body_is_parsed(client, graph):
     graph.post(
         GRAPH_MESSAGES_URL,

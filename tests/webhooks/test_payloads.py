@@ -7,13 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outbound.inbound import ParsedTemplateEvent
+from outbound.inbound import MediaRef, ParsedTemplateEvent
 from outbound.models import InboundMessage
 from tests.conftest import SERVED_PHONE_NUMBER_IDS, load, status_payload, text_payload
 from webhooks.payloads import (
     ParsedWebhook,
     describe_message,
     load_payload,
+    media_ref,
     parse_timestamp,
     parse_webhook,
     split_phone_number_ids,
@@ -587,3 +588,25 @@ def test_one_broken_message_never_loses_the_others(index, key, bad):
     parsed = parse_webhook(payload, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     _assert_well_formed(parsed)
     assert others <= {m.wamid for m in parsed.messages}
+
+
+def test_media_messages_keep_their_media_reference():
+    # What the worker fetches later (never inside the webhook request): Meta's media id, mime type, sha256
+    # and the caption.
+    parsed = parse_webhook(MESSAGE_TYPES, phone_number_ids=SERVED_PHONE_NUMBER_IDS)
+    media = {m.wamid: m.media for m in parsed.messages if m.media is not None}
+    assert media == {
+        "wamid.image": MediaRef(
+            id="65463453", mime_type="image/jpeg", sha256="4654+8g=", caption="my receipt"
+        ),
+        "wamid.voice": MediaRef(id="1234", mime_type="audio/ogg; codecs=opus", sha256="abc="),
+        "wamid.video": MediaRef(id="1235", mime_type="video/mp4", sha256="abc="),
+        "wamid.document": MediaRef(id="1236", mime_type="application/pdf", sha256="abc=", caption="invoice"),
+        "wamid.sticker": MediaRef(id="1237", mime_type="image/webp", sha256="abc="),
+    }
+
+
+@pytest.mark.parametrize("media", [{}, {"id": None}, {"id": ""}, {"id": "x" * 300}, "not an object"])
+def test_a_media_message_without_a_usable_id_has_no_reference(media):
+    raw = {"from": "1", "id": "wamid.x", "timestamp": "1", "type": "audio", "audio": media}
+    assert media_ref("audio", raw) is None

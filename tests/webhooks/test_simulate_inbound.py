@@ -11,6 +11,8 @@ from django.core.management import CommandError, call_command
 
 from outbound.models import InboundMessage, OutboundJob
 from outbound.replies import OFFLINE_LABEL
+from outbound.services.media import TRANSCRIPT_LABEL
+from outbound.transcription import OFFLINE_TRANSCRIPT_LABEL
 from webhooks.signatures import sign
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,3 +130,80 @@ def test_an_unreachable_port_says_how_to_point_at_another_one():
         port = sock.getsockname()[1]
     with pytest.raises(CommandError, match=r"pass --url http://127.0.0.1:8123"):
         simulate("Hello", url=f"http://127.0.0.1:{port}")
+
+
+def test_to_sends_to_another_served_number_and_its_contact_belongs_to_it(live_server, settings):
+    settings.WHATSAPP_PHONE_NUMBER_ID = "106540352242922,111222333444555"
+    out = simulate("Hello", "--to", "111222333444555", url=live_server.url)
+    assert "to business number 111222333444555" in out
+    message = InboundMessage.objects.get()
+    assert message.contact.phone_number_id == "111222333444555"
+
+
+def test_to_defaults_to_the_first_served_number(live_server, settings):
+    settings.WHATSAPP_PHONE_NUMBER_ID = "111222333444555,106540352242922"
+    simulate("Hello", url=live_server.url)
+    assert InboundMessage.objects.get().contact.phone_number_id == "111222333444555"
+
+
+def test_to_a_number_the_server_does_not_serve_is_warned_and_ignored(live_server):
+    err = StringIO()
+    out = simulate("Hello", "--to", "999888777666555", url=live_server.url, stderr=err)
+    assert "--to 999888777666555 is not in WHATSAPP_PHONE_NUMBER_ID (106540352242922)" in err.getvalue()
+    assert "→ 200 ok" in out  # Meta must not redeliver it: answered 200, nothing stored
+    assert InboundMessage.objects.count() == 0
+
+
+@pytest.mark.parametrize("value", ["+15550783881", "abc", "1555-078"])
+def test_to_that_is_not_a_phone_number_id_is_refused_naming_the_option(value):
+    with pytest.raises(CommandError, match="--to"):
+        simulate("Hello", "--to", value)
+
+
+def test_a_voice_note_is_transcribed_offline_and_answered(live_server, settings):
+    # The README's demonstration: no credentials, a voice note, a labelled fake transcript, one reply.
+    settings.OUTBOUND_SENDER = "console"
+    settings.OUTBOUND_REPLY_GENERATOR = "offline"
+    out = simulate("--voice", "Is the blue one in stock?", url=live_server.url)
+    assert "Stored message" in out
+    message = InboundMessage.objects.get()
+    assert (message.type, message.media_mime_type, message.raw["audio"]["voice"]) == (
+        "audio",
+        "audio/ogg; codecs=opus",
+        True,
+    )
+    assert message.transcript == ""  # nothing is fetched inside the webhook request
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True, stdout=StringIO())
+    message.refresh_from_db()
+    assert message.transcript == f"{OFFLINE_TRANSCRIPT_LABEL} Is the blue one in stock?"
+    assert message.text == f"{TRANSCRIPT_LABEL} {message.transcript}"
+    assert message.media_status == InboundMessage.MediaStatus.READY
+    job = OutboundJob.objects.get()
+    assert job.status == OutboundJob.Status.SENT
+    assert job.content.startswith(OFFLINE_LABEL)
+    assert "Is the blue one in stock?" in job.content
+
+
+def test_a_text_a_voice_note_and_a_photo_are_one_burst(live_server, settings):
+    settings.OUTBOUND_SENDER = "console"
+    settings.OUTBOUND_REPLY_GENERATOR = "offline"
+    out = simulate("Hi", "--voice", "my order is late", "--image", "the broken part", url=live_server.url)
+    assert "Stored 3 messages" in out
+    call_command("run_outbound_jobs", max_runtime=10, until_idle=True, stdout=StringIO())
+    statuses = sorted(OutboundJob.objects.values_list("status", flat=True))
+    assert statuses == [OutboundJob.Status.SENT, OutboundJob.Status.SUPERSEDED, OutboundJob.Status.SUPERSEDED]
+    voice = InboundMessage.objects.get(type="audio")
+    photo = InboundMessage.objects.get(type="image")
+    assert voice.transcript.endswith("my order is late")
+    assert photo.text == "[image: image/png, 1 KB, caption: the broken part]"
+    assert photo.media_description == photo.text
+    sent = OutboundJob.objects.get(status=OutboundJob.Status.SENT)
+    assert "(with 1 image attached)" in sent.content
+
+
+def test_a_voice_note_needs_words(live_server):
+    with pytest.raises(CommandError, match="--voice needs the words"):
+        simulate("--voice", "  ", url=live_server.url)
+    with pytest.raises(CommandError, match="a text, --voice WORDS, or --image CAPTION"):
+        simulate(url=live_server.url)
+    assert not InboundMessage.objects.exists()

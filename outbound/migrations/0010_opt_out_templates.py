@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('outbound', '0006_send_schedule'),
+        ('outbound', '0009_usage_and_admin_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
