@@ -10,6 +10,7 @@ import enum
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -171,7 +172,17 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         return Outcome.GENERATED
     if outbound_job_asks_for_a_person(job=job):
         return _hand_off(job, token, config, reason=BotPauseReason.CUSTOMER_ASKED)
-    _show_typing(job, config)
+    # The indicator goes out beside the media phase and the model call, and is waited for (briefly, if at all)
+    # only before the reply can go: see _await_typing.
+    typing = _start_typing(job, config)
+    try:
+        return _answer(job, token, config)
+    finally:
+        _await_typing(job, typing, config)
+
+
+def _answer(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
+    """The media phase and the model call: the reply saved (GENERATED), or why there is none."""
     media = _prepare_media(job, token, config)
     if isinstance(media, Outcome):
         return media
@@ -260,25 +271,63 @@ def _confirm_opt(job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, no
     return Outcome.GENERATED
 
 
-def _show_typing(job: OutboundJob, config: WorkerConfig) -> None:
-    """Mark the customer's latest message read with "typing…" before the model is asked (Meta: only when we
-    are going to answer). Best effort: bounded by its own short timeout, and a failure is logged at INFO and
+@dataclass(frozen=True)
+class _Typing:
+    future: Future[None]
+    started: float
+
+
+# The read receipt with "typing…" runs beside the model call, on a small pool of its own (threads: the call is
+# network I/O and touches no database). Two threads are enough: each call is bounded by its short timeout.
+_typing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="typing-indicator")
+
+
+def _start_typing(job: OutboundJob, config: WorkerConfig) -> _Typing | None:
+    """Mark the customer's latest message read with "typing…" while the reply is prepared (Meta: only when
+    we are going to answer). Best effort: bounded by its own short timeout; a failure is logged at INFO and
     forgotten: no attempt is spent, nothing goes to the job's error log, the reply goes on."""
     if not config.typing_indicator or job.inbound_message is None:
+        return None
+    future = _typing_pool.submit(
+        _show_typing,
+        job_id=job.pk,
+        message_id=job.inbound_message.wamid,
+        # From the number the customer wrote to, like the reply (the claim loaded the contact).
+        phone_number_id=job.contact.phone_number_id or None,
+        config=config,
+    )
+    return _Typing(future=future, started=time.monotonic())
+
+
+def _await_typing(job: OutboundJob, typing: _Typing | None, config: WorkerConfig) -> None:
+    """Let the indicator reach Meta before the reply can: one arriving after our answer would show "typing…"
+    for 25 s more. Normally long done, since the model takes longer than one small Graph call; the wait is at
+    most what is left of the indicator's own timeout, never a retry or a failure."""
+    if typing is None:
         return
+    left = config.typing_indicator_timeout - (time.monotonic() - typing.started)
+    try:
+        typing.future.result(timeout=max(left, 0.0))
+    except TimeoutError:
+        logger.info("typing_indicator_late job_id=%s the reply goes without waiting for it", job.pk)
+
+
+def _show_typing(*, job_id: int, message_id: str, phone_number_id: str | None, config: WorkerConfig) -> None:
     try:
         confirmed = config.sender.mark_read(
-            message_id=job.inbound_message.wamid,
+            message_id=message_id,
             typing=True,
             timeout=config.typing_indicator_timeout,
-            # From the number the customer wrote to, like the reply (the claim loaded the contact).
-            phone_number_id=job.contact.phone_number_id or None,
+            phone_number_id=phone_number_id,
         )
     except OutboundError as exc:
-        logger.info("typing_indicator_failed job_id=%s %s", job.pk, redact(str(exc), config.secrets)[:300])
+        logger.info("typing_indicator_failed job_id=%s %s", job_id, redact(str(exc), config.secrets)[:300])
+        return
+    except Exception:  # best effort: whatever breaks here must not reach the reply
+        logger.info("typing_indicator_failed job_id=%s", job_id, exc_info=True)
         return
     if not confirmed:
-        logger.info("typing_indicator_failed job_id=%s Meta did not answer success=true", job.pk)
+        logger.info("typing_indicator_failed job_id=%s Meta did not answer success=true", job_id)
 
 
 def _prepare_media(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> MediaPhase | Outcome:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import requests
+import responses
 from django.utils import timezone
 from responses import matchers
 
@@ -77,6 +79,33 @@ def test_the_customer_message_is_marked_read_with_typing_before_the_reply(inboun
     assert len(fake_openai.requests) == 1
     row = OutboundJob.objects.get(pk=job.pk)
     assert (row.status, row.attempts, row.error_log) == (S.SENT, 1, "")
+
+
+def test_the_model_is_asked_while_the_indicator_is_on_its_way(inbound, graph, fake_openai):
+    # Meta holding the read receipt must not hold the reply: the receipt's answer waits until the model has been
+    # asked. Done one after the other, the model would only be asked after this 1 s wait, and the check fails.
+    job = inbound(body="Do you ship to Lisbon?")
+    seen: list[int] = []
+
+    def answer_once_the_model_was_asked(request):
+        deadline = time.monotonic() + 1.0
+        while not fake_openai.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append(len(fake_openai.requests))
+        return 200, {}, json.dumps({"success": True})
+
+    graph.add_callback(
+        responses.POST,
+        GRAPH_MESSAGES_URL,
+        callback=answer_once_the_model_was_asked,
+        match=[matchers.json_params_matcher(read_receipt(job.inbound_message.wamid))],
+    )
+    register_reply(graph)
+    run_jobs()
+    assert seen == [1]
+    # The receipt still reached Meta before the reply (the reply waits for it, within its timeout).
+    assert [b.get("status") for b in bodies(graph)] == ["read", None]
+    assert OutboundJob.objects.get(pk=job.pk).status == S.SENT
 
 
 def test_a_burst_marks_the_newest_message_read(inbound, graph, fake_openai):
