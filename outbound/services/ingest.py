@@ -65,7 +65,7 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
     messages = list({m.wamid: m for m in parsed.messages}.values())
     # STOP / START change the contact and their job in the same transaction (rare: the ORM path below).
     keywords = keyword_messages(messages)
-    others = parsed.statuses or parsed.preferences or parsed.templates
+    others = parsed.statuses or parsed.echoes or parsed.preferences or parsed.templates
     if messages and not others and not keywords and ingest_sql.fits(messages):
         # The common POST (a customer's message) on PostgreSQL: one statement, itself one transaction; a
         # savepoint only when a caller's transaction is open, so that a refused batch leaves it usable.
@@ -85,9 +85,11 @@ def webhook_ingest(*, parsed: ParsedWebhook) -> IngestResult:
             messages = _settled_user_id_changes(messages)
             contacts = _upsert_contacts(messages)
             result.new_messages, result.jobs = _store_messages(messages, contacts)
-            _change_user_ids(messages, contacts)
             if keywords:
+                # Before the re-keys: a BSUID change can merge a keyword's contact away (the merge carries the
+                # opt state and the jobs over to the contact that remains).
                 contacts_opt_apply(keywords=[(m, kind, contacts[_contact_key(m)]) for m, kind in keywords])
+            _change_user_ids(messages, contacts)
         result.statuses = outbound_jobs_record_statuses(statuses=parsed.statuses)
         if parsed.echoes:
             result.echoes = echoes_record(echoes=parsed.echoes)

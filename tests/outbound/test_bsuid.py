@@ -250,3 +250,26 @@ def test_window_follows_the_merged_contacts_newest_message(webhook):
     contact = Contact.objects.get()
     assert contact.last_inbound_at == at(now - 60)
     assert contact.last_inbound_at > timezone.now() - timedelta(minutes=5)
+
+
+def test_a_stop_in_the_same_post_as_a_bsuid_change_opts_the_customer_out(webhook):
+    # The STOP comes from the new BSUID, whose contact the re-key merges into the old one: the opt-out must
+    # land on the contact that remains, and the STOP's job must be the confirmation, not a model reply.
+    webhook(fixture("bsuid_message_username.json", at_seconds=T0))
+    change = fixture("bsuid_user_changed_user_id.json", at_seconds=T0 + 10)
+    stop = copy.deepcopy(change["entry"][0]["changes"][0]["value"]["messages"][0])
+    stop.update(
+        {"from_user_id": NEW_BSUID, "id": "wamid.STOP-SAME-POST", "type": "text", "text": {"body": "STOP"}}
+    )
+    stop.pop("system")
+    stop["timestamp"] = str(T0 + 11)
+    payload = batch_payload(
+        [change["entry"][0]["changes"][0]["value"]["messages"][0], stop],
+        contacts=[{"profile": {"name": "Kim"}, "user_id": NEW_BSUID}],
+    )
+    assert webhook(payload).status_code == 200
+    contact = Contact.objects.get()
+    assert contact.user_id == NEW_BSUID
+    assert contact.opted_out_at is not None
+    stop_job = OutboundJob.objects.get(inbound_message__wamid="wamid.STOP-SAME-POST")
+    assert stop_job.kind == OutboundJob.Kind.OPT_OUT

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from outbound.models import Contact, EchoMessage, OutboundJob
 from outbound.services.handoff import contact_bot_pause
-from tests.conftest import load
+from tests.conftest import load, text_payload
 from tests.outbound.conftest import run_jobs
 from webhooks.envelopes import echoes_webhook, text_echo
 
@@ -68,3 +68,17 @@ def test_an_echo_while_already_paused_keeps_the_reason_and_restarts_the_clock(we
     assert contact.bot_human_at > timezone.now() - timedelta(minutes=1)
     # Answered: the customer no longer waits for a person.
     assert contact.handoff_requested_at is None
+
+
+def test_an_echo_in_the_same_post_as_a_customer_message_is_stored(webhook):
+    # Meta may batch changes of several fields into one POST. On PostgreSQL a POST of messages takes the
+    # one-statement path, which stores messages only: an echo beside them must send the POST down the full path.
+    now = int(timezone.now().timestamp())
+    payload = text_payload(wamid="wamid.IN-BESIDE-ECHO", wa_id="16505551234", timestamp=now - 5)
+    echo = text_echo(to="16505551234", wamid="wamid.ECHO-BESIDE", text="On it! Maria", timestamp=now)
+    payload["entry"] += echoes_webhook(echoes=[echo])["entry"]
+    assert webhook(payload).status_code == 200
+    assert EchoMessage.objects.filter(wamid="wamid.ECHO-BESIDE").exists()
+    contact = Contact.objects.get(wa_id="16505551234")
+    assert contact.inbound_messages.count() == 1
+    assert contact.bot_pause_reason == Contact.PauseReason.BUSINESS_APP
