@@ -24,6 +24,27 @@ logger = logging.getLogger(__name__)
 TEMPLATE_STATUS_CODES: dict[int, str] = {132015: "PAUSED", 132016: "DISABLED"}
 
 
+# `message_template_status_update` sends events, not all of them statuses. Those that say the template can be sent
+# again, and those that change nothing about sending (the template is still usable, or still not).
+# https://developers.facebook.com/docs/graph-api/webhooks/reference/whatsapp-business-account/#message_template_status_update
+EVENT_STATUS: dict[str, str] = {"REINSTATED": "APPROVED"}
+# FLAGGED: quality is low but it still sends (PAUSED follows if it does not improve); LOCKED/UNLOCKED: editing
+# only; IN_APPEAL: a REJECTED template under appeal, still not sendable; LIMIT_EXCEEDED: no more new templates.
+NOTICE_EVENTS = frozenset({"FLAGGED", "LOCKED", "UNLOCKED", "IN_APPEAL", "LIMIT_EXCEEDED"})
+# UNARCHIVED returns the template to a status the event does not say: unknown until checked (never blocking).
+UNKNOWN_AFTER = frozenset({"UNARCHIVED"})
+
+
+def template_status_after(event: str) -> str | None:
+    """The status to record for a template event; None when the event leaves the recorded status as it is."""
+    event = event.upper()
+    if event in NOTICE_EVENTS:
+        return None
+    if event in UNKNOWN_AFTER:
+        return ""
+    return EVENT_STATUS.get(event, event)
+
+
 def whatsapp_templates_record(*, events: list[ParsedTemplateEvent]) -> int:
     """Upsert each template event (status or category) by name and language; returns how many were recorded.
 
@@ -39,7 +60,9 @@ def whatsapp_templates_record(*, events: list[ParsedTemplateEvent]) -> int:
         if event.template_id:
             fields["template_id"] = event.template_id
         if event.status:
-            fields.update(status=event.status.upper(), reason=event.reason)
+            status = template_status_after(event.status)
+            if status is not None:
+                fields.update(status=status, reason=event.reason)
         if event.category:
             fields["category"] = event.category.upper()
         whatsapp_template_upsert(name=event.name, language=event.language, **fields)

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from bench.fakes import FakeGraph, FaultPlan, graph_error
 from outbound.models import OutboundJob, WhatsAppTemplate
+from outbound.services.templates import template_refusal
 from tests.conftest import load, status_payload
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, make_due, run_jobs
 
@@ -56,6 +57,26 @@ def test_template_webhooks_of_another_business_account_are_ignored(webhook, sett
     settings.WHATSAPP_BUSINESS_ACCOUNT_ID = "102290129340398"
     assert webhook(status_event("DISABLED")).status_code == 200
     assert T.objects.get().status == "DISABLED"
+
+
+@pytest.mark.parametrize(
+    ("before", "event", "after"),
+    [
+        ("APPROVED", "FLAGGED", "APPROVED"),  # low quality, still sent
+        ("APPROVED", "LOCKED", "APPROVED"),
+        ("APPROVED", "UNLOCKED", "APPROVED"),
+        ("PAUSED", "REINSTATED", "APPROVED"),
+        ("REJECTED", "IN_APPEAL", "REJECTED"),
+        ("ARCHIVED", "UNARCHIVED", ""),  # unknown until checked: never blocking
+        ("APPROVED", "PENDING_DELETION", "PENDING_DELETION"),
+    ],
+)
+def test_template_events_that_are_not_statuses_do_not_block_the_template(webhook, before, event, after):
+    assert webhook(status_event(before)).status_code == 200
+    assert webhook(status_event(event)).status_code == 200
+    assert T.objects.get().status == after
+    refused = template_refusal(name="reply_follow_up", language="en_US")
+    assert (refused is None) == (after in ("APPROVED", ""))
 
 
 # ------------------------------------------------------------------------------------------------ admin index
