@@ -277,9 +277,10 @@ class _Typing:
     started: float
 
 
-# The read receipt with "typing…" runs beside the model call, on a small pool of its own (threads: the call is
-# network I/O and touches no database). Two threads are enough: each call is bounded by its short timeout.
-_typing_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="typing-indicator")
+# The read receipt with "typing…" runs beside the model call, on a pool of its own (threads: the call is network
+# I/O and touches no database). Threads start only as needed; 8 covers `--concurrency` up to 8 without queueing,
+# and a call still queued when its reply is ready is cancelled (see _await_typing).
+_typing_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="typing-indicator")
 
 
 def _start_typing(job: OutboundJob, config: WorkerConfig) -> _Typing | None:
@@ -309,6 +310,9 @@ def _await_typing(job: OutboundJob, typing: _Typing | None, config: WorkerConfig
     try:
         typing.future.result(timeout=max(left, 0.0))
     except TimeoutError:
+        # Still queued: never sent now, since "typing…" after our answer would be wrong. Already on its way:
+        # its own timeout ends it soon.
+        typing.future.cancel()
         logger.info("typing_indicator_late job_id=%s the reply goes without waiting for it", job.pk)
 
 

@@ -258,3 +258,34 @@ def test_console_sender_prints_the_read_receipt(caplog):
     caplog.set_level(logging.WARNING, logger="outbound")
     assert ConsoleSender(phone_number_id="1").mark_read(message_id="wamid.X", typing=True, timeout=1) is True
     assert "read receipt POST /v25.0/1/messages message_id=wamid.X typing=True" in caplog.text
+
+
+def test_an_indicator_still_queued_when_the_reply_is_ready_is_never_sent(inbound, monkeypatch):
+    # Every indicator thread busy (a slow Graph): this job's indicator waits in the queue. Once its reply is
+    # ready it is cancelled, not sent late ("typing…" after our answer would be wrong).
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+    from threading import Event
+
+    from outbound.services import processing
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    release = Event()
+    pool.submit(release.wait, 5)
+    monkeypatch.setattr(processing, "_typing_pool", pool)
+    sent: list[str] = []
+
+    class Sender:
+        def mark_read(self, *, message_id, typing, timeout, phone_number_id=None):
+            sent.append(message_id)
+            return True
+
+    job = inbound()
+    config = replace(worker_config_from_settings(), sender=Sender(), typing_indicator_timeout=0.05)
+    typing = processing._start_typing(job, config)
+    processing._await_typing(job, typing, config)
+    release.set()
+    pool.shutdown(wait=True)
+    assert typing is not None
+    assert typing.future.cancelled()
+    assert sent == []
