@@ -25,9 +25,18 @@ def first_configured_number() -> str:
 
 def existing_rows_to_the_first_number(apps, schema_editor):
     Contact = apps.get_model("outbound", "Contact")
-    Contact.objects.using(schema_editor.connection.alias).filter(phone_number_id="").update(
-        phone_number_id=first_configured_number()
-    )
+    rows = Contact.objects.using(schema_editor.connection.alias).filter(phone_number_id="")
+    configured = getattr(settings, "WHATSAPP_PHONE_NUMBER_ID", "") or ""
+    if not settings.DEBUG and not str(configured).strip(" ,") and rows.exists():
+        # A production database migrated where the secrets are not set (a release container): the example
+        # number would split every conversation from its new messages and send pending replies from a number
+        # we do not own. Nothing is changed (the migration's transaction rolls back).
+        raise RuntimeError(
+            "Migration outbound 0007 gives existing contacts the business number they were written to: set "
+            "WHATSAPP_PHONE_NUMBER_ID (the number this service answered from) where `migrate` runs, then run it "
+            "again."
+        )
+    rows.update(phone_number_id=first_configured_number())
 
 
 class Migration(migrations.Migration):

@@ -53,11 +53,13 @@ def old_rows(apps):
     [
         ("111222333444555, 106540352242922", "111222333444555"),
         ("106540352242922", "106540352242922"),
-        ("", "106540352242922"),  # none configured: Meta's example number, which simulate_inbound sent to
+        # None configured on a development database (DEBUG): Meta's example number, which simulate_inbound sent to.
+        ("", "106540352242922"),
     ],
 )
 def test_existing_contacts_belong_to_the_first_configured_number(settings, configured, expected):
     settings.WHATSAPP_PHONE_NUMBER_ID = configured
+    settings.DEBUG = True
     by_number, by_user_id, job = old_rows(migrate(BEFORE))
 
     apps = migrate(AFTER)
@@ -101,3 +103,29 @@ def test_backwards_is_refused_once_a_customer_has_two_conversations(settings):
     with pytest.raises(IntegrityError):
         migrate(BEFORE)
     assert Contact.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_configured_number_in_production_the_migration_refuses_and_changes_nothing(settings):
+    # A release container migrating without its secrets: the example number would split every conversation.
+    settings.DEBUG = False
+    settings.WHATSAPP_PHONE_NUMBER_ID = ""
+    old_rows(migrate(BEFORE))
+    with pytest.raises(RuntimeError, match="set WHATSAPP_PHONE_NUMBER_ID"):
+        migrate(AFTER)
+    with connection.cursor() as cursor:
+        columns = [c.name for c in connection.introspection.get_table_description(cursor, "webhooks_contact")]
+    assert "phone_number_id" not in columns
+    settings.WHATSAPP_PHONE_NUMBER_ID = "111222333444555"
+    apps = migrate(AFTER)
+    assert set(apps.get_model("outbound", "Contact").objects.values_list("phone_number_id", flat=True)) == {
+        "111222333444555"
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_empty_production_database_migrates_without_a_number(settings):
+    settings.DEBUG = False
+    settings.WHATSAPP_PHONE_NUMBER_ID = ""
+    migrate(BEFORE)
+    migrate(AFTER)
