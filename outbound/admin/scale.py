@@ -6,7 +6,7 @@
   counted exactly. The full count (`show_full_result_count`) is off everywhere. SQLite counts exactly.
 - Search: each word of the query is looked at for what it is. A number (digits, an optional +) matches a
   contact's `wa_id` exactly; a Meta id (`wamid.…`) matches message ids exactly; anything else is looked for
-  in names and texts with `icontains`, which PostgreSQL answers from trigram indexes (migration 0007: GIN on
+  in names and texts with `icontains`, which PostgreSQL answers from trigram indexes (migration 0009: GIN on
   `UPPER(column) gin_trgm_ops`, the expression Django's `icontains` compares). Related rows are resolved to
   ids first (a small query on their own unique index), so that the big table is filtered on its own indexed
   columns instead of a join.
