@@ -120,8 +120,9 @@ def worker_config_from_settings() -> WorkerConfig:
         )
     generator: ReplyGenerator
     transcriber: Transcriber
-    if settings.OUTBOUND_REPLY_GENERATOR == "offline":
-        generator = OfflineReplyGenerator()
+    # The console media source's "voice notes" (simulate_inbound) are their words, not audio: only the offline
+    # transcriber can read them, whatever generates the reply.
+    if settings.OUTBOUND_REPLY_GENERATOR == "offline" or isinstance(media_source, ConsoleMediaSource):
         transcriber = OfflineTranscriber()
     else:
         transcriber = OpenAITranscriber.from_settings(
@@ -130,6 +131,9 @@ def worker_config_from_settings() -> WorkerConfig:
             model=settings.OPENAI_TRANSCRIPTION_MODEL,
             timeout=settings.OPENAI_TIMEOUT,
         )
+    if settings.OUTBOUND_REPLY_GENERATOR == "offline":
+        generator = OfflineReplyGenerator()
+    else:
         generator = OpenAIReplyGenerator.from_settings(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL,

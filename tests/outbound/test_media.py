@@ -520,3 +520,17 @@ def test_the_offline_transcriber_labels_what_it_returns():
         .transcribe(data=b"\xff\xfe\x00", mime_type="audio/ogg")
         .startswith(f"{OFFLINE_TRANSCRIPT_LABEL} (a 3-byte recording")
     )
+
+
+def test_the_console_media_source_is_read_by_the_offline_transcriber_even_with_a_real_model(settings):
+    # DEBUG with an OpenAI key but no Meta token: simulate_inbound's voice notes are words, not audio, and the
+    # real transcription endpoint would refuse them (the customer would be asked to write instead).
+    from outbound.transcription import OfflineTranscriber
+    from outbound.worker_config import worker_config_from_settings
+
+    settings.OUTBOUND_SENDER = "console"
+    settings.OUTBOUND_REPLY_GENERATOR = "openai"
+    config = worker_config_from_settings()
+    assert isinstance(config.transcriber, OfflineTranscriber)
+    settings.OUTBOUND_SENDER = "graph"
+    assert not isinstance(worker_config_from_settings().transcriber, OfflineTranscriber)
