@@ -9,7 +9,9 @@ every key here is per number. The rules:
   same number holds it.
 - A customer first known by BSUID alone and also, separately, by phone number alone becomes one contact the
   first time a webhook carries both ("merge"): the older contact keeps its row and takes the other's history
-  (messages, jobs, echoes, anything else that points at it) and the ids and state it lacked.
+  (messages, jobs, echoes, anything else that points at it) and the ids it lacked; the opt-out, the
+  marketing preference and the bot state are each taken whole from the contact where it changed last
+  (`merge_groups_from_other`).
 - `user_changed_user_id` (Meta's system message when a BSUID changes) re-keys the contact to the new BSUID,
   keeping its history; a contact already created under the new BSUID is merged into it.
 
@@ -21,9 +23,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db import models
 from django.db.models import Q
 
 from outbound.models import Contact
@@ -110,9 +112,20 @@ def _mergeable(by_number: Contact, by_user: Contact) -> bool:
     return by_number.user_id is None and by_user.wa_id is None
 
 
+# State that belongs together and is merged as a unit: each group is taken whole from one of the two contacts,
+# never field by field (an opt-out time from one and the opt change time from the other would be a state
+# neither contact was in).
+OPT_FIELDS = ("opted_out_at", "opted_out_by", "opt_changed_at")
+MARKETING_FIELDS = ("marketing_preference", "marketing_preference_at")
+BOT_FIELDS = ("bot_paused_at", "bot_paused_by", "bot_pause_reason", "bot_human_at", "handoff_requested_at")
+
+
 def contact_merge(*, survivor: Contact, other: Contact) -> None:
-    """Move everything of `other` onto `survivor` and delete `other`; `survivor` takes the ids and state it
-    lacks (any empty field is filled from `other`) and the newer inbound time."""
+    """Move everything of `other` onto `survivor` and delete `other`.
+
+    The survivor takes the ids it lacks (any empty identity field is filled from `other`) and the newer inbound
+    time with its profile name. The opt-out, the marketing preference and the bot state are each taken whole
+    from one contact (`merge_groups_from_other`)."""
     if survivor.phone_number_id != other.phone_number_id:
         raise ValueError("contacts of two business numbers are two conversations and are never merged")
     moved = 0
@@ -121,9 +134,17 @@ def contact_merge(*, survivor: Contact, other: Contact) -> None:
             name = relation.field.name
             manager = relation.related_model._default_manager
             moved += manager.filter(**{name: other}).update(**{name: survivor})
-    changed = []
+    changed: list[str] = []
+    grouped = {*OPT_FIELDS, *MARKETING_FIELDS, *BOT_FIELDS}
+    for fields in merge_groups_from_other(survivor=survivor, other=other):
+        for name in fields:
+            field = Contact._meta.get_field(name)
+            attname = field.attname  # type: ignore[union-attr]
+            if getattr(survivor, attname) != getattr(other, attname):
+                setattr(survivor, attname, getattr(other, attname))
+                changed.append(attname)
     for field in Contact._meta.concrete_fields:
-        if field.primary_key or field.name in ("created_at", "updated_at"):
+        if field.primary_key or field.name in ("created_at", "updated_at") or field.name in grouped:
             continue
         mine, theirs = getattr(survivor, field.attname), getattr(other, field.attname)
         if field.name == "last_inbound_at" and mine and theirs:
@@ -145,7 +166,55 @@ def contact_merge(*, survivor: Contact, other: Contact) -> None:
     )
 
 
-def _empty(field: models.Field, value: Any) -> bool:
+def merge_groups_from_other(*, survivor: Contact, other: Contact) -> list[tuple[str, ...]]:
+    """The field groups the merged contact takes whole from `other` (the rest stay the survivor's).
+
+    - Opt-out (`OPT_FIELDS`): the newer `opt_changed_at` wins, so a START after an older STOP stays opted in
+      and the reverse stays opted out. A contact without `opt_changed_at` counts from its `opted_out_at`.
+    - Marketing (`MARKETING_FIELDS`): the newer `marketing_preference_at` wins.
+    - Bot state (`BOT_FIELDS`): a paused conversation stays paused when either contact is paused (a person
+      took it over; the bot must not answer over them). Both paused: the pause with the newer activity (the
+      latest of `bot_paused_at`, `bot_human_at`, `handoff_requested_at`) wins, so its automatic resume counts
+      from the latest human activity. Neither paused: nothing to take.
+
+    On a tie (or no times at all) the survivor keeps its group unless it is empty and the other's is not.
+    """
+    taken: list[tuple[str, ...]] = []
+    opt_mine = survivor.opt_changed_at or survivor.opted_out_at
+    opt_theirs = other.opt_changed_at or other.opted_out_at
+    if _takes_other(survivor, other, OPT_FIELDS, opt_mine, opt_theirs):
+        taken.append(OPT_FIELDS)
+    if _takes_other(
+        survivor, other, MARKETING_FIELDS, survivor.marketing_preference_at, other.marketing_preference_at
+    ):
+        taken.append(MARKETING_FIELDS)
+    if other.bot_paused_at is not None and (
+        survivor.bot_paused_at is None or _latest_bot_activity(other) > _latest_bot_activity(survivor)
+    ):
+        taken.append(BOT_FIELDS)
+    return taken
+
+
+def _takes_other(
+    survivor: Contact, other: Contact, fields: tuple[str, ...], mine: datetime | None, theirs: datetime | None
+) -> bool:
+    if theirs is not None and (mine is None or theirs > mine):
+        return True
+    if theirs != mine:
+        return False
+    empty = [
+        _empty(Contact._meta.get_field(name), getattr(c, name)) for c in (survivor, other) for name in fields
+    ]
+    mine_empty, theirs_empty = all(empty[: len(fields)]), all(empty[len(fields) :])
+    return mine_empty and not theirs_empty
+
+
+def _latest_bot_activity(contact: Contact) -> datetime:
+    times = [t for t in (contact.bot_paused_at, contact.bot_human_at, contact.handoff_requested_at) if t]
+    return max(times) if times else datetime.min.replace(tzinfo=UTC)
+
+
+def _empty(field: Any, value: Any) -> bool:
     return value is None or value == ""
 
 

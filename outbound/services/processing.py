@@ -144,6 +144,26 @@ def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: Work
         logger.warning("job_crash_not_recorded job_id=%s", job.pk)
 
 
+def _contact_refreshed(job: OutboundJob, fields: list[str]) -> Contact:
+    """The job's contact with `fields` read again (one small query).
+
+    The contact may have been merged into another since the claim loaded it (a customer known by BSUID and by
+    phone number turned out to be one, or `user_changed_user_id`): the merge moved the job to the kept contact
+    and deleted the one in memory. Then the job's current contact is loaded whole and the job goes on with it.
+    """
+    contact = job.contact
+    try:
+        contact.refresh_from_db(fields=fields)
+    except Contact.DoesNotExist:
+        gone = contact.pk
+        job.refresh_from_db(fields=["contact"])
+        contact = job.contact
+        logger.info(
+            "job_contact_merged job_id=%s merged_contact_id=%s contact_id=%s", job.pk, gone, contact.pk
+        )
+    return contact
+
+
 def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
     # Loaded with the claim. `last_inbound_at` only grows, so a value read a moment ago can only make the
     # window look shorter than it is: the safe side.
@@ -155,7 +175,7 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         # A person may have taken over since the claim read the contact: one small read spares a model call
         # (seconds, and money) whose reply could not be sent anyway (the send's UPDATE refuses it: BotPaused).
         # The same read tells whether the customer opted out (STOP): then nothing is generated or sent.
-        contact.refresh_from_db(fields=["bot_paused_at", "bot_human_at", "opted_out_at", "opted_out_by"])
+        contact = _contact_refreshed(job, ["bot_paused_at", "bot_human_at", "opted_out_at", "opted_out_by"])
         if contact.opted_out_at is not None:
             job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})
             return Outcome.NO_REPLY
@@ -429,7 +449,7 @@ def _send(
     try:
         job.mark_send_started(token=token, send_as=send_as)
     except BotPaused:
-        contact.refresh_from_db(fields=["opted_out_at", "opted_out_by"])
+        contact = _contact_refreshed(job, ["opted_out_at", "opted_out_by"])
         if contact.opted_out_at is not None:
             # The customer sent STOP after this reply was generated: never sent (checked in the same UPDATE).
             job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})

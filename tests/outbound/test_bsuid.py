@@ -273,3 +273,183 @@ def test_a_stop_in_the_same_post_as_a_bsuid_change_opts_the_customer_out(webhook
     assert contact.opted_out_at is not None
     stop_job = OutboundJob.objects.get(inbound_message__wamid="wamid.STOP-SAME-POST")
     assert stop_job.kind == OutboundJob.Kind.OPT_OUT
+
+
+# Merging state: the opt-out, the marketing preference and the bot state are each taken whole from one contact.
+
+
+def two_contacts_then_merge(webhook, *, by_user: dict, by_number: dict) -> Contact:
+    """A contact known by BSUID only (older: it stays) and one by number only, each given `update`d state, then
+    the webhook that names both: the merged contact."""
+    webhook(fixture("bsuid_message_username.json", at_seconds=T0))
+    webhook(phone_only("wamid.PHONE", T0 + 5))
+    Contact.objects.filter(user_id=BSUID).update(**by_user)
+    Contact.objects.filter(wa_id=NUMBER).update(**by_number)
+    webhook(fixture("bsuid_message_with_number.json", at_seconds=T0 + 10))
+    return Contact.objects.get()
+
+
+def test_a_start_after_an_older_stop_on_the_other_contact_stays_opted_in(webhook):
+    now = timezone.now()
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={"opted_out_at": None, "opt_changed_at": now - timedelta(hours=1)},
+        by_number={"opted_out_at": now - timedelta(days=2), "opt_changed_at": now - timedelta(days=2)},
+    )
+    assert (contact.opted_out_at, contact.opt_changed_at) == (None, now - timedelta(hours=1))
+
+
+def test_a_stop_on_the_merged_away_contact_after_an_older_start_opts_out(webhook, django_user_model):
+    now = timezone.now()
+    staff = django_user_model.objects.create(username="staff")
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={"opted_out_at": None, "opt_changed_at": now - timedelta(days=2)},
+        by_number={
+            "opted_out_at": now - timedelta(hours=1),
+            "opted_out_by": staff,
+            "opt_changed_at": now - timedelta(hours=1),
+        },
+    )
+    assert (contact.opted_out_at, contact.opted_out_by, contact.opt_changed_at) == (
+        now - timedelta(hours=1),
+        staff,
+        now - timedelta(hours=1),
+    )
+
+
+def test_a_newer_start_does_not_keep_the_older_stops_staff_member(webhook, django_user_model):
+    now = timezone.now()
+    staff = django_user_model.objects.create(username="staff")
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={
+            "opted_out_at": now - timedelta(days=2),
+            "opted_out_by": staff,
+            "opt_changed_at": now - timedelta(days=2),
+        },
+        by_number={"opted_out_at": None, "opted_out_by": None, "opt_changed_at": now - timedelta(hours=1)},
+    )
+    assert (contact.opted_out_at, contact.opted_out_by_id, contact.opt_changed_at) == (
+        None,
+        None,
+        now - timedelta(hours=1),
+    )
+
+
+def test_the_newer_marketing_preference_wins_whole(webhook):
+    now = timezone.now()
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={"marketing_preference": "stop", "marketing_preference_at": now - timedelta(days=3)},
+        by_number={"marketing_preference": "resume", "marketing_preference_at": now - timedelta(hours=2)},
+    )
+    assert (contact.marketing_preference, contact.marketing_preference_at) == (
+        "resume",
+        now - timedelta(hours=2),
+    )
+
+
+def test_the_kept_contacts_newer_marketing_preference_stays(webhook):
+    now = timezone.now()
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={"marketing_preference": "stop", "marketing_preference_at": now - timedelta(hours=2)},
+        by_number={"marketing_preference": "resume", "marketing_preference_at": now - timedelta(days=3)},
+    )
+    assert (contact.marketing_preference, contact.marketing_preference_at) == (
+        "stop",
+        now - timedelta(hours=2),
+    )
+
+
+def test_a_pause_on_either_contact_is_kept_whole_with_the_newer_activity(webhook, django_user_model):
+    now = timezone.now()
+    staff = django_user_model.objects.create(username="staff")
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={
+            "bot_paused_at": now - timedelta(hours=5),
+            "bot_human_at": now - timedelta(hours=5),
+            "bot_pause_reason": "CUSTOMER_ASKED",
+            "handoff_requested_at": now - timedelta(hours=5),
+        },
+        by_number={
+            "bot_paused_at": now - timedelta(hours=3),
+            "bot_human_at": now - timedelta(minutes=10),
+            "bot_pause_reason": "STAFF_REPLY",
+            "bot_paused_by": staff,
+        },
+    )
+    # Both paused: the pause with the latest human activity, as a whole (no stale "waiting for a person").
+    assert (
+        contact.bot_paused_at,
+        contact.bot_human_at,
+        contact.bot_pause_reason,
+        contact.bot_paused_by,
+        contact.handoff_requested_at,
+    ) == (now - timedelta(hours=3), now - timedelta(minutes=10), "STAFF_REPLY", staff, None)
+
+
+def test_an_active_bot_on_the_kept_contact_does_not_undo_the_others_pause(webhook):
+    now = timezone.now()
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={},
+        by_number={
+            "bot_paused_at": now - timedelta(hours=1),
+            "bot_human_at": now - timedelta(hours=1),
+            "bot_pause_reason": "MODEL_ASKED",
+            "handoff_requested_at": now - timedelta(hours=1),
+        },
+    )
+    assert (contact.bot_pause_reason, contact.handoff_requested_at) == (
+        "MODEL_ASKED",
+        now - timedelta(hours=1),
+    )
+    assert contact.bot_paused(now=now)
+
+
+def test_the_kept_contacts_newer_pause_stays_whole(webhook):
+    now = timezone.now()
+    contact = two_contacts_then_merge(
+        webhook,
+        by_user={
+            "bot_paused_at": now - timedelta(minutes=30),
+            "bot_human_at": now - timedelta(minutes=30),
+            "bot_pause_reason": "STAFF_ACTION",
+        },
+        by_number={
+            "bot_paused_at": now - timedelta(hours=4),
+            "bot_human_at": now - timedelta(hours=4),
+            "bot_pause_reason": "CUSTOMER_ASKED",
+            "handoff_requested_at": now - timedelta(hours=4),
+        },
+    )
+    assert (contact.bot_pause_reason, contact.bot_paused_at, contact.handoff_requested_at) == (
+        "STAFF_ACTION",
+        now - timedelta(minutes=30),
+        None,
+    )
+
+
+def test_user_changed_user_id_merges_the_opt_state_whole(webhook):
+    # The re-keyed contact (by number) opted back in after the STOP sent under the new BSUID.
+    now = timezone.now()
+    webhook(fixture("bsuid_message_with_number.json", at_seconds=T0))
+    early = fixture("bsuid_message_username.json", at_seconds=T0 + 20)
+    value = early["entry"][0]["changes"][0]["value"]
+    value["contacts"][0]["user_id"] = NEW_BSUID
+    value["messages"][0].update(from_user_id=NEW_BSUID, id="wamid.EARLY")
+    webhook(early)
+    Contact.objects.filter(wa_id=NUMBER).update(opted_out_at=None, opt_changed_at=now - timedelta(minutes=5))
+    Contact.objects.filter(user_id=NEW_BSUID).update(
+        opted_out_at=now - timedelta(days=1), opt_changed_at=now - timedelta(days=1)
+    )
+    webhook(fixture("bsuid_user_changed_user_id.json", at_seconds=T0 + 10))
+    merged = Contact.objects.get()
+    assert (merged.user_id, merged.opted_out_at, merged.opt_changed_at) == (
+        NEW_BSUID,
+        None,
+        now - timedelta(minutes=5),
+    )
