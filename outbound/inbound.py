@@ -76,6 +76,9 @@ class ParsedPreference:
     category: str
     value: str
     timestamp: datetime
+    # The business number the customer set it for (`value.metadata.phone_number_id`), always one this service
+    # serves: a preference belongs to one conversation, like a message.
+    phone_number_id: str
     detail: str = ""
 
 

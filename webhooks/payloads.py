@@ -138,10 +138,13 @@ def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids:
     number = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
     if not isinstance(number, str) or number not in phone_number_ids:
         messages, statuses = value.get("messages"), value.get("statuses")
+        preferences = value.get("user_preferences")
         result.skipped.append(
             f"phone_number_id={str(number)[:80]!r} is not a number this service serves:"
             f" {len(messages) if isinstance(messages, list) else 0} messages"
-            f" and {len(statuses) if isinstance(statuses, list) else 0} statuses ignored"
+            f" and {len(statuses) if isinstance(statuses, list) else 0} statuses"
+            + (f" and {len(preferences)} preferences" if isinstance(preferences, list) else "")
+            + " ignored"
         )
         return
     for error in _dicts(value.get("errors"), "errors", result):
@@ -156,7 +159,9 @@ def _parse_value(value: dict[str, Any], result: ParsedWebhook, phone_number_ids:
     for raw in _dicts(value.get("message_echoes"), "message_echoes", result):
         _collect(result.echoes, result.skipped, "echo", raw, lambda e: _parse_echo(e, number))
     for raw in _dicts(value.get("user_preferences"), "user_preferences", result):
-        _collect(result.preferences, result.skipped, "preference", raw, _parse_preference)
+        _collect(
+            result.preferences, result.skipped, "preference", raw, lambda p: _parse_preference(p, number)
+        )
 
 
 def _collect(
@@ -328,8 +333,9 @@ def _parse_echo(raw: dict[str, Any], phone_number_id: str) -> ParsedEcho:
     )
 
 
-def _parse_preference(raw: dict[str, Any]) -> ParsedPreference:
-    """`{"wa_id", "detail", "category": "marketing_messages", "value": "stop" | "resume", "timestamp"}`."""
+def _parse_preference(raw: dict[str, Any], phone_number_id: str) -> ParsedPreference:
+    """`{"wa_id", "detail", "category": "marketing_messages", "value": "stop" | "resume", "timestamp"}`, for
+    the business number of its value."""
     wa_id = _optional_str(raw.get("wa_id"), WA_ID_MAX_LENGTH)
     user_id = _optional_str(raw.get("user_id"), USER_ID_MAX_LENGTH)
     if not wa_id and not user_id:
@@ -343,6 +349,7 @@ def _parse_preference(raw: dict[str, Any]) -> ParsedPreference:
         category=str(raw.get("category") or "")[:64],
         value=value,
         timestamp=parse_timestamp(raw.get("timestamp")),
+        phone_number_id=phone_number_id,
         detail=str(raw.get("detail") or "")[:500],
     )
 

@@ -468,12 +468,37 @@ def test_user_preferences_are_parsed():
     parsed = parse_webhook(load("user_preferences.json"), phone_number_ids=SERVED_PHONE_NUMBER_IDS)
     assert parsed.skipped == []
     [preference] = parsed.preferences
-    assert (preference.wa_id, preference.category, preference.value, preference.timestamp) == (
+    assert (
+        preference.wa_id,
+        preference.category,
+        preference.value,
+        preference.timestamp,
+        preference.phone_number_id,
+    ) == (
         "16505551234",
         "marketing_messages",
         "stop",
         datetime.fromtimestamp(1731705721, tz=UTC),
+        "106540352242922",
     )
+
+
+def test_user_preferences_keep_their_business_number_and_other_numbers_are_dropped():
+    payload = load("user_preferences.json")
+    second = copy.deepcopy(payload["entry"][0])
+    second["changes"][0]["value"]["metadata"]["phone_number_id"] = "111222333444555"
+    other = copy.deepcopy(payload["entry"][0])
+    other["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    payload["entry"] += [second, other]
+    parsed = parse_webhook(payload, phone_number_ids=("106540352242922", "111222333444555"))
+    assert [(p.phone_number_id, p.wa_id) for p in parsed.preferences] == [
+        ("106540352242922", "16505551234"),
+        ("111222333444555", "16505551234"),
+    ]
+    assert parsed.skipped == [
+        "phone_number_id='999' is not a number this service serves:"
+        " 0 messages and 0 statuses and 1 preferences ignored"
+    ]
 
 
 def test_user_preferences_for_another_number_or_with_an_unknown_value_are_skipped():
