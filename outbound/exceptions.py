@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from outbound.redaction import redact
+from outbound.usage import TokenUsage
 
 
 class OutboundError(Exception):
@@ -115,7 +116,12 @@ class ReplyTransientError(ReplyError):
 
 
 class ReplyUnusableError(ReplyTransientError):
-    """The model answered, but with nothing we may send: a refusal, a cut-off answer, or a broken contract."""
+    """The model answered, but with nothing we may send: a refusal, a cut-off answer, or a broken contract.
+
+    `usage`: the tokens of that answer, paid for all the same (a cut-off answer is the most expensive kind).
+    """
+
+    usage: TokenUsage | None = None
 
 
 class ReplyPermanentError(ReplyError):

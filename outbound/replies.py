@@ -179,6 +179,16 @@ class OpenAIReplyGenerator:
             raise ReplyPermanentError(self._describe(exc)) from exc
         except openai.OpenAIError as exc:
             raise ReplyTransientError(f"OpenAI {type(exc).__name__}: {self._scrub(str(exc))[:200]}") from exc
+        usage = TokenUsage.from_openai(getattr(completion, "usage", None))
+        try:
+            answer = self._answer_of(completion)
+        except ReplyUnusableError as exc:
+            exc.usage = usage
+            raise
+        return dataclasses.replace(answer, usage=usage)
+
+    def _answer_of(self, completion: Any) -> ModelReply:
+        """The completion's answer, checked; ReplyUnusableError when there is nothing we may send."""
         choice = completion.choices[0] if completion.choices else None
         if choice is None:
             raise ReplyUnusableError("the model returned an empty reply (no choices)")
@@ -193,8 +203,7 @@ class OpenAIReplyGenerator:
         content = (choice.message.content or "").strip()
         if not content:
             raise ReplyUnusableError("the model returned an empty reply")
-        answer = parse_model_answer(content)
-        return dataclasses.replace(answer, usage=TokenUsage.from_openai(getattr(completion, "usage", None)))
+        return parse_model_answer(content)
 
     def _describe(self, exc: openai.APIStatusError) -> str:
         return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"

@@ -53,7 +53,7 @@ class PeopleTransitions:
             log={"held": "bot paused"},
         )
 
-    def mark_handed_off(self, *, token: uuid.UUID | None, why: str) -> None:
+    def mark_handed_off(self, *, token: uuid.UUID | None, why: str, usage: TokenUsage | None = None) -> None:
         """A person took over: this bot reply is never sent (its text, if any, stays for the record).
 
         With `token`, the worker's own claim (checked before generating or sending); without, an open job
@@ -68,6 +68,7 @@ class PeopleTransitions:
             claim_token=None,
             claimed_at=None,
             send_started_at=None,
+            **self.usage_fields(usage),
         )
 
     def mark_no_reply(

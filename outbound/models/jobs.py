@@ -340,10 +340,11 @@ class OutboundJob(PeopleTransitions, models.Model):
         next_attempt_at: datetime,
         refund_attempt: bool = False,
         log: dict[str, Any] | None = None,
+        usage: TokenUsage | None = None,
     ) -> None:
         """Give the claim back and try later: GENERATING → PENDING; READY_TO_SEND keeps its content."""
         to = self.Status.PENDING if self.status == self.Status.GENERATING else self.Status.READY_TO_SEND
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = self.usage_fields(usage)
         if refund_attempt:
             # Not the job's fault (our access token expired, say): the attempt does not count.
             fields["attempts"] = max(self.attempts - 1, 0)
@@ -360,13 +361,21 @@ class OutboundJob(PeopleTransitions, models.Model):
             **fields,
         )
 
-    def mark_failed(self, *, token: uuid.UUID | None, error: str, log: dict[str, Any] | None = None) -> None:
+    def mark_failed(
+        self,
+        *,
+        token: uuid.UUID | None,
+        error: str,
+        log: dict[str, Any] | None = None,
+        usage: TokenUsage | None = None,
+    ) -> None:
         """Give up; staff read the reason in `error_log` and can retry.
 
         Only for failures where nothing can have reached Meta (an error answer, a refused request);
         a send that may have gone out is `mark_send_uncertain` / `mark_stale_send_unsettled` instead.
         """
         code = (log or {}).get("code")
+        usage_fields: dict[str, Any] = self.usage_fields(usage)
         self._transition(
             self.Status.FAILED,
             event=Event.FAILED,
@@ -378,6 +387,7 @@ class OutboundJob(PeopleTransitions, models.Model):
             send_started_at=None,
             failure_phase=phase_of(error),
             failure_code=code if isinstance(code, int) else None,
+            **usage_fields,
         )
 
     def mark_switch_to_template(self, *, token: uuid.UUID, error: str) -> None:

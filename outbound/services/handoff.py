@@ -257,11 +257,13 @@ def outbound_job_hand_off(
     answered = job.inbound_message.timestamp if job.inbound_message is not None else now
     contact = Contact(pk=job.contact_id)
     if not contact_bot_pause(contact=contact, reason=reason, now=now, waiting_since=answered).changed:
-        job.mark_handed_off(token=token, why="the conversation was already handed to a person")
+        job.mark_handed_off(token=token, why="the conversation was already handed to a person", usage=usage)
         return False
     if not message:
         job.mark_handed_off(
-            token=token, why=f"{error or ''} handed to a person; OUTBOUND_HANDOFF_MESSAGE is empty"
+            token=token,
+            why=f"{error or ''} handed to a person; OUTBOUND_HANDOFF_MESSAGE is empty",
+            usage=usage,
         )
         return False
     job.mark_generated(

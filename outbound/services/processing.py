@@ -221,8 +221,10 @@ def _answer(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome
             line = _error_line(
                 job, "generate", f"{exc} (a person takes over after {job.attempts} attempts)", config
             )
-            return _hand_off(job, token, config, reason=BotPauseReason.MODEL_FAILED, error=line)
-        return _retry_or_fail(job, token, config, phase="generate", error=str(exc))
+            return _hand_off(
+                job, token, config, reason=BotPauseReason.MODEL_FAILED, error=line, usage=exc.usage
+            )
+        return _retry_or_fail(job, token, config, phase="generate", error=str(exc), usage=exc.usage)
     except ReplyTransientError as exc:
         return _retry_or_fail(
             job, token, config, phase="generate", error=str(exc), retry_after=exc.retry_after
@@ -569,12 +571,14 @@ def _retry_or_fail(
     retry_after: float | None = None,
     delay: float | None = None,
     log: dict[str, object] | None = None,
+    usage: TokenUsage | None = None,
 ) -> Outcome:
     if job.attempts >= config.max_attempts:
         job.mark_failed(
             token=token,
             error=_error_line(job, phase, f"{error} (gave up after {job.attempts} attempts)", config),
             log=log,
+            usage=usage,
         )
         return Outcome.FAILED
     if delay is None:
@@ -589,6 +593,7 @@ def _retry_or_fail(
         error=_error_line(job, phase, f"{error} (retry in {delay:.0f}s)", config),
         next_attempt_at=next_attempt_at(now=timezone.now(), delay_seconds=delay),
         log=log,
+        usage=usage,
     )
     return Outcome.RETRIED
 

@@ -16,7 +16,7 @@ from outbound.models import OutboundJob
 from outbound.replies import OpenAIReplyGenerator, Turn
 from outbound.usage import Prices, TokenUsage, token_cost
 from tests.factories import make_job, make_timed_job
-from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, run_jobs
+from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok, make_due, run_jobs
 
 PRICES = Prices(input=Decimal("0.40"), cached_input=Decimal("0.10"), output=Decimal("1.60"))
 
@@ -80,6 +80,33 @@ def test_the_worker_stores_tokens_and_the_timeline_and_the_job_page_shows_the_co
     page = admin_client.get(reverse("admin:outbound_outboundjob_change", args=[job.pk])).content.decode()
     assert "1,000 input, 200 of them cached; 50 output" in page
     assert "0.002200 at the configured prices" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("unusable", ["refusal", "length"])
+def test_an_unusable_answer_still_counts_its_tokens_on_every_attempt(
+    inbound, graph, fake_openai, settings, unusable
+):
+    # A refusal or a cut-off answer is paid for (a cut-off one is the longest): each attempt adds its tokens,
+    # the retries and the handoff after the last one alike.
+    settings.OUTBOUND_MAX_ATTEMPTS = 2
+    settings.OUTBOUND_RETRY_BASE_SECONDS = 0
+    settings.OUTBOUND_HANDOFF_MESSAGE = ""  # the handoff ends the job without a send
+    fake_openai.prompt_tokens, fake_openai.cached_tokens, fake_openai.completion_tokens = 700, 0, 4000
+    if unusable == "refusal":
+        fake_openai.refusal = "I can't help with that."
+    else:
+        fake_openai.finish_reason = "length"
+    job = inbound()
+    run_jobs()
+    job.refresh_from_db()
+    assert (job.status, job.input_tokens, job.output_tokens) == (OutboundJob.Status.PENDING, 700, 4000)
+    make_due(job)
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == OutboundJob.Status.HANDED_OFF
+    assert len(fake_openai.requests) == 2
+    assert (job.input_tokens, job.output_tokens) == (1400, 8000)
 
 
 @pytest.mark.django_db
