@@ -34,11 +34,12 @@ WORDS = ["blue", "green", "tomorrow", "delivery", "refund", "size", "opening hou
 
 SEED_SQL = """
 INSERT INTO webhooks_contact (
-    id, phone_number_id, wa_id, profile_name, last_inbound_at, created_at, updated_at, bot_pause_reason)
+    id, phone_number_id, wa_id, profile_name, last_inbound_at, created_at, updated_at, bot_pause_reason,
+    marketing_preference)
 SELECT i, %(phone_number_id)s, (16500000000 + i)::text,
        (ARRAY['Sheena','Ravi','Ana','Tomas','Mei','Olu','Greta','Yusuf','Lena','Kofi'])[1 + i %% 10]
          || ' ' || upper(substr(md5(i::text), 1, 6)),
-       now() - (i %% 365) * interval '1 day', now() - interval '400 days', now(), ''
+       now() - (i %% 365) * interval '1 day', now() - interval '400 days', now(), '', ''
 FROM generate_series(1, %(contacts)s) AS i;
 
 INSERT INTO webhooks_inboundmessage (
@@ -143,6 +144,9 @@ def pages(*, contacts: int, messages: int) -> list[tuple[str, str]]:
         ("job list", jobs),
         ("job list: FAILED", f"{jobs}?status__exact=FAILED"),
         ("job list: delivered", f"{jobs}?delivery_status__exact=delivered"),
+        ("job list: staff replies", f"{jobs}?kind__exact=STAFF"),
+        ("job list: business number", f"{jobs}?number={contact.phone_number_id}"),
+        ("job list: templates", f"{jobs}?send_as__exact=TEMPLATE"),
         ("job search: number", f"{jobs}?q={contact.wa_id}"),
         ("job search: name", f"{jobs}?q={contact.profile_name.replace(' ', '+')}"),
         ("job search: our wamid", f"{jobs}?q=wamid.OUT{some + 1:010d}"),
@@ -151,10 +155,13 @@ def pages(*, contacts: int, messages: int) -> list[tuple[str, str]]:
         ("job search: common words", f"{jobs}?q=comes+in+blue"),
         ("job page", f"{jobs}{some + 1}/change/"),
         ("contact list", "/admin/outbound/contact/"),
+        ("contact list: opted out", "/admin/outbound/contact/?opted=out"),
+        ("contact list: bot paused", "/admin/outbound/contact/?bot=paused"),
         ("contact search: number", f"/admin/outbound/contact/?q={contact.wa_id}"),
         ("contact search: name", f"/admin/outbound/contact/?q={contact.profile_name.split()[-1]}"),
         ("contact page", f"/admin/outbound/contact/{contact.pk}/change/"),
         ("inbound list", "/admin/outbound/inboundmessage/"),
+        ("inbound list: media gone", "/admin/outbound/inboundmessage/?media_status__exact=GONE"),
         ("inbound search: wamid", f"/admin/outbound/inboundmessage/?q=wamid.IN{some + 2:010d}"),
         ("inbound search: words", f"/admin/outbound/inboundmessage/?q={_md5(some + 2)}"),
         ("inbound page", f"/admin/outbound/inboundmessage/{some + 2}/change/"),

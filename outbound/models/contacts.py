@@ -146,6 +146,10 @@ class Contact(models.Model):
         indexes = [
             # The admin's list order.
             models.Index(fields=["-last_inbound_at", "-id"], name="contact_last_inbound"),
+            # A customer by number or BSUID on every business number (admin search, the preference lookup):
+            # the unique keys lead with the business number.
+            models.Index(fields=["wa_id"], name="contact_wa_id"),
+            models.Index(fields=["user_id"], name="contact_user_id"),
             # The conversations waiting for a person (the admin index, /metrics).
             models.Index(
                 fields=["handoff_requested_at"],
@@ -239,6 +243,8 @@ class InboundMessage(models.Model):
             models.Index(fields=["contact", "timestamp"], name="inbound_contact_time"),
             # The admin's list order.
             models.Index(fields=["-timestamp", "-id"], name="inbound_time"),
+            # The admin's media status filter, in the list's order (a rare status walked the whole list).
+            models.Index(fields=["media_status", "-timestamp", "-id"], name="inbound_media_time"),
         ]
 
     def __str__(self) -> str:

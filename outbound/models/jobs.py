@@ -162,6 +162,10 @@ class OutboundJob(PeopleTransitions, models.Model):
                 fields=["generated_at"], name="outbound_generated_at", condition=Q(generated_at__isnull=False)
             ),
             models.Index(fields=["updated_at"], name="outbound_failed_at", condition=Q(status="FAILED")),
+            # The admin's filters by kind and by text/template, in the list's order: their rare values (staff
+            # replies, templates) would otherwise walk the whole list order to fill a page.
+            models.Index(fields=["kind", "-created_at", "-id"], name="outbound_kind_created"),
+            models.Index(fields=["send_as", "-created_at", "-id"], name="outbound_send_as_created"),
         ]
 
     def __str__(self) -> str:
