@@ -206,7 +206,8 @@ OUTBOUND_HANDOFF_BUTTON: str = env.str("OUTBOUND_HANDOFF_BUTTON", default="")
 OUTBOUND_TYPING_INDICATOR: bool = env.bool("OUTBOUND_TYPING_INDICATOR", default=True)
 OUTBOUND_TYPING_INDICATOR_TIMEOUT: float = env.float("OUTBOUND_TYPING_INDICATOR_TIMEOUT", default=2.0)
 # Opt-out and opt-in: a message that is only one of these words (any case, surrounding punctuation ignored)
-# stops the bot's replies for that customer, or starts them again; each change is confirmed once.
+# stops the bot's replies for that customer, or starts them again; each change is confirmed once. No everyday
+# words: Spanish "baja" / "alta" (low / high, also a size) are answers to questions, not requests to stop.
 OUTBOUND_OPT_OUT_KEYWORDS: list[str] = env.list(
     "OUTBOUND_OPT_OUT_KEYWORDS",
     default=[
@@ -215,7 +216,6 @@ OUTBOUND_OPT_OUT_KEYWORDS: list[str] = env.list(
         "UNSUBSCRIBE",
         "PARAR",
         "DETENER",
-        "BAJA",
         "ARRÊT",
         "ARRET",
         "STOPP",
@@ -231,7 +231,6 @@ OUTBOUND_OPT_IN_KEYWORDS: list[str] = env.list(
         "SUBSCRIBE",
         "INICIAR",
         "COMENZAR",
-        "ALTA",
         "DÉMARRER",
         "DEMARRER",
         "ANMELDEN",

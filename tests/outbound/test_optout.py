@@ -292,3 +292,9 @@ def test_admin_opt_button_needs_post_and_permission(client, inbound):
     assert client.get(url).status_code == 405
     assert client.post(url).status_code == 403
     assert fresh(contact).opted_out_at is None
+
+
+@pytest.mark.parametrize("answer", ["Baja", "alta", "BAJA."])
+def test_everyday_words_are_not_opt_keywords_by_default(answer):
+    # "¿Talla alta o baja?" — "Baja": an answer to a question, never a request to stop the replies.
+    assert opt_keyword(answer) is None
