@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from outbound.models import Contact, InboundMessage, OutboundJob, WorkerHeartbeat
+from outbound.numbers import EXAMPLE_PHONE_NUMBER_ID, default_phone_number_id
 from outbound.vocabulary import DeliveryStatus
 
 S = OutboundJob.Status
@@ -59,8 +60,10 @@ def seed_demo_data(*, now: datetime | None = None, seed: int = 7, days: int = 14
     now = now or timezone.now()
     rng = random.Random(seed)
     start = now - timedelta(days=days)
+    number = default_phone_number_id() or EXAMPLE_PHONE_NUMBER_ID
     contacts = [
         Contact(
+            phone_number_id=number,
             wa_id=f"1650555{1000 + i:04d}",
             profile_name=f"{NAMES[i % len(NAMES)]} {chr(65 + i // len(NAMES))}.",
             created_at=start,
