@@ -116,7 +116,9 @@ def answered_media(*, job: OutboundJob) -> list[InboundMessage]:
     again, so chains are followed to `MAX_FOLD_DEPTH` levels (deeper needs a burst to fail generation twice
     in a row while the customer keeps writing).
     """
-    media = InboundMessage.objects.filter(contact_id=job.contact_id, type__in=FETCHED_TYPES).exclude(media_id="")
+    media = InboundMessage.objects.filter(contact_id=job.contact_id, type__in=FETCHED_TYPES).exclude(
+        media_id=""
+    )
     # Most conversations never held a voice note or an image: one indexed look at the contact's messages
     # spares them the fold-chain query below (its joins cost several milliseconds of CPU per job to build).
     if not media.exists():
