@@ -15,17 +15,16 @@ from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
+from outbound.hot_reads import conversation_rows, saved_system_prompt
 from outbound.models import (
     Contact,
     EchoMessage,
     InboundMessage,
     OutboundJob,
-    ReplySettings,
     WorkerHeartbeat,
     bot_paused_q,
 )
 from outbound.replies import Turn
-from outbound.vocabulary import NO_REPLY_TYPES
 
 
 @dataclass(frozen=True)
@@ -223,28 +222,15 @@ def conversation_for(
     answered = job.inbound_message
     if answered is None:
         raise ValueError(f"job {job.pk} answers no inbound message: only bot replies are generated")
-    inbound = (
-        InboundMessage.objects.filter(contact_id=job.contact_id, timestamp__lte=answered.timestamp)
-        .exclude(text="")
-        .exclude(type__in=sorted(NO_REPLY_TYPES))
-        .order_by("-timestamp", "-pk")
-        .values_list("timestamp", "text", "pk")[:limit]
-    )
-    outbound = (
-        OutboundJob.objects.filter(
-            contact_id=job.contact_id, status=OutboundJob.Status.SENT, sent_at__isnull=False
-        )
-        .exclude(content="")
-        .exclude(send_as=OutboundJob.SendAs.TEMPLATE)
-        .order_by("-sent_at")
-        .values_list("sent_at", "content")[:limit]
-    )
-    turns: list[tuple[datetime, int, Turn]] = [
-        (ts, 0, Turn("user", text, images=images.get(pk, ()))) for ts, text, pk in inbound
+    # One hand-written statement (outbound.hot_reads): both sides, already in the conversation's order.
+    rows = conversation_rows(contact_id=job.contact_id, until=answered.timestamp, limit=limit)
+    turns = [
+        Turn("user", text, images=images.get(pk, ()) if pk is not None else ())
+        if role == "user"
+        else Turn("assistant", text)
+        for role, text, pk in rows
     ]
-    turns += [(ts, 1, Turn("assistant", text)) for ts, text in outbound if ts is not None]
-    turns.sort(key=lambda item: (item[0], item[1]))
-    selected = [turn for _, _, turn in turns][-limit:]
+    selected = turns[-limit:]
     # The model must answer the customer, so the conversation ends on their side. A reply of ours sent after
     # the answered message arrived (it answered an earlier one) still belongs in the context: it goes just
     # before the answered message, so the model knows what it already said.
@@ -258,11 +244,7 @@ def conversation_for(
 
 def reply_system_prompt(*, default: str) -> str:
     """The prompt staff saved in the admin's reply settings, else `default` (from the settings or the file)."""
-    saved = (
-        ReplySettings.objects.filter(pk=ReplySettings.SINGLETON_ID)
-        .values_list("system_prompt", flat=True)
-        .first()
-    )
+    saved = saved_system_prompt()
     return saved.strip() if saved and saved.strip() else default
 
 

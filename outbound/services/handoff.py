@@ -22,7 +22,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from outbound.models import BotPauseReason, Contact, InboundMessage, JobChanged, OutboundJob, bot_paused_q
+from outbound.hot_reads import folded_interactive_payloads
+from outbound.models import BotPauseReason, Contact, JobChanged, OutboundJob, bot_paused_q
 from outbound.replies import WHATSAPP_TEXT_LIMIT
 from outbound.usage import TokenUsage
 from outbound.vocabulary import is_handoff_tap
@@ -231,10 +232,7 @@ def outbound_job_asks_for_a_person(*, job: OutboundJob) -> bool:
     folded into it), so that the tap hands off even when the customer kept typing after it."""
     if job.inbound_message is not None and is_handoff_tap(job.inbound_message.raw):
         return True
-    folded = InboundMessage.objects.filter(
-        outbound_job__superseded_by=job, type=InboundMessage.Type.INTERACTIVE
-    ).values_list("raw", flat=True)
-    return any(is_handoff_tap(raw) for raw in folded)
+    return any(is_handoff_tap(raw) for raw in folded_interactive_payloads(job.pk))
 
 
 def outbound_job_hand_off(

@@ -28,6 +28,7 @@ from outbound.exceptions import (
     MediaTransientError,
     MediaUnavailableError,
 )
+from outbound.hot_reads import contact_has_media
 from outbound.media import FetchedMedia, MediaSource
 from outbound.models import InboundMessage, MediaStatus, OutboundJob
 from outbound.retry import Action, graph_error_action
@@ -116,13 +117,13 @@ def answered_media(*, job: OutboundJob) -> list[InboundMessage]:
     again, so chains are followed to `MAX_FOLD_DEPTH` levels (deeper needs a burst to fail generation twice
     in a row while the customer keeps writing).
     """
+    # Most conversations never held a voice note or an image: one indexed look at the contact's messages
+    # spares them the fold-chain query below (its joins cost several milliseconds of CPU per job to build).
+    if not contact_has_media(job.contact_id, FETCHED_TYPES):
+        return []
     media = InboundMessage.objects.filter(contact_id=job.contact_id, type__in=FETCHED_TYPES).exclude(
         media_id=""
     )
-    # Most conversations never held a voice note or an image: one indexed look at the contact's messages
-    # spares them the fold-chain query below (its joins cost several milliseconds of CPU per job to build).
-    if not media.exists():
-        return []
     answered = Q(outbound_job=job)
     path = "outbound_job__superseded_by"
     for _ in range(MAX_FOLD_DEPTH):

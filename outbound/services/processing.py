@@ -30,6 +30,7 @@ from outbound.exceptions import (
     ReplyTransientError,
     ReplyUnusableError,
 )
+from outbound.hot_reads import contact_state_refresh
 from outbound.knowledge import knowledge_search, question_from
 from outbound.models import BotPaused, BotPauseReason, Contact, JobChanged, OutboundJob
 from outbound.models.states import OPT_CONFIRMATIONS
@@ -144,17 +145,15 @@ def outbound_job_crashed(*, job: OutboundJob, error: BaseException, config: Work
         logger.warning("job_crash_not_recorded job_id=%s", job.pk)
 
 
-def _contact_refreshed(job: OutboundJob, fields: list[str]) -> Contact:
-    """The job's contact with `fields` read again (one small query).
+def _contact_refreshed(job: OutboundJob) -> Contact:
+    """The job's contact with its pause and opt-out columns read again (one small query).
 
     The contact may have been merged into another since the claim loaded it (a customer known by BSUID and by
     phone number turned out to be one, or `user_changed_user_id`): the merge moved the job to the kept contact
     and deleted the one in memory. Then the job's current contact is loaded whole and the job goes on with it.
     """
     contact = job.contact
-    try:
-        contact.refresh_from_db(fields=fields)
-    except Contact.DoesNotExist:
+    if not contact_state_refresh(contact):
         gone = contact.pk
         job.refresh_from_db(fields=["contact"])
         contact = job.contact
@@ -175,7 +174,7 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
         # A person may have taken over since the claim read the contact: one small read spares a model call
         # (seconds, and money) whose reply could not be sent anyway (the send's UPDATE refuses it: BotPaused).
         # The same read tells whether the customer opted out (STOP): then nothing is generated or sent.
-        contact = _contact_refreshed(job, ["bot_paused_at", "bot_human_at", "opted_out_at", "opted_out_by"])
+        contact = _contact_refreshed(job)
         if contact.opted_out_at is not None:
             job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})
             return Outcome.NO_REPLY
@@ -451,7 +450,7 @@ def _send(
     try:
         job.mark_send_started(token=token, send_as=send_as)
     except BotPaused:
-        contact = _contact_refreshed(job, ["opted_out_at", "opted_out_by"])
+        contact = _contact_refreshed(job)
         if contact.opted_out_at is not None:
             # The customer sent STOP after this reply was generated: never sent (checked in the same UPDATE).
             job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})

@@ -71,11 +71,12 @@ def test_processing_a_claimed_job_reads_nothing_the_claim_loaded(
     # The claim loads the job with its message and contact. Processing then reads only what may have changed
     # since or what the claim does not load: the contact's pause (a person may have just taken over), the
     # folded messages' "Talk to a person" taps, the voice notes and images the reply answers (the media phase,
-    # one query), the model's context (two queries), the knowledge entries and the staff's system prompt; and
-    # writes: the reply (saved before any send), on PostgreSQL the shared send slot, "send started", "sent".
+    # one query), the model's context (one statement for both sides), the knowledge entries and the staff's
+    # system prompt; and writes: the reply (saved before any send), on PostgreSQL the shared send slot, "send
+    # started", "sent".
     inbound()
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
     config = worker_config_from_settings()
     [job] = outbound_jobs_claim(limit=1, worker_id="w")
-    with django_assert_num_queries(11 if is_postgres() else 10):
+    with django_assert_num_queries(10 if is_postgres() else 9):
         assert outbound_job_process(job=job, config=config).outcome == Outcome.SENT
