@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -70,7 +71,9 @@ def orm_conversation(*, contact_id: int, until: datetime, limit: int) -> list[tu
         .order_by("-sent_at")
         .values_list("sent_at", "content")[:limit]
     )
-    turns = [(ts, 0, ("user", text, pk)) for ts, text, pk in inbound]
+    turns: list[tuple[Any, int, tuple[str, str, int | None]]] = [
+        (ts, 0, ("user", text, pk)) for ts, text, pk in inbound
+    ]
     turns += [(ts, 1, ("assistant", text, None)) for ts, text in outbound]
     turns.sort(key=lambda item: (item[0], item[1]))
     return [turn for _, _, turn in turns]
