@@ -4,6 +4,7 @@ ORM would on both databases, one statement per move, and the statement text kept
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -280,3 +281,17 @@ def test_an_expression_is_refused_before_anything_is_written():
     with pytest.raises(TypeError, match="expressions"):
         job._transition(S.CANCELLED, event=Event.STAFF_CANCEL, attempts=F("attempts") + 1)
     assert row_of(job)["status"] == S.PENDING
+
+
+def test_with_info_off_the_move_is_made_and_nothing_logged(caplog):
+    caplog.set_level(logging.WARNING, logger="outbound.models.jobs")
+    job = make_job()
+    job.mark_claimed(token=uuid.uuid4(), worker_id="w1", now=timezone.now())
+    assert row_of(job)["status"] == S.GENERATING
+    assert not [r for r in caplog.records if r.getMessage().startswith("job_transition")]
+    caplog.set_level(logging.INFO, logger="outbound.models.jobs")
+    job.mark_held(token=job.claim_token)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job_transition")]
+    assert line.startswith(
+        f"job_transition event=held job_id={job.pk} contact_id={job.contact_id} from=GENERATING"
+    )
