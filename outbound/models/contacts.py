@@ -7,9 +7,11 @@ models, not the data).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Q
 
 from outbound.numbers import PHONE_NUMBER_ID_MAX_LENGTH
@@ -60,6 +62,26 @@ def bot_paused_q(*, now: datetime, hours: int | None = None, prefix: str = "") -
     if hours <= 0:
         return paused
     return paused & Q(**{f"{prefix}bot_human_at__gt": now - timedelta(hours=hours)})
+
+
+def bot_paused_sql(
+    *, now: datetime, alias: str, connection: BaseDatabaseWrapper, hours: int | None = None
+) -> tuple[str, list[Any]]:
+    """`bot_paused_q` as a SQL predicate on the contact row named `alias`, with its parameters: the same
+    conditions and the same `now`, for a hand-written statement (a job's transition). A test checks that both
+    select the same contacts.
+    """
+    hours = settings.OUTBOUND_HANDOFF_HOURS if hours is None else hours
+    paused_at, human_at = Contact.bot_paused_at.field, Contact.bot_human_at.field
+
+    def column(field: models.Field[Any, Any]) -> str:
+        return f"{alias}.{connection.ops.quote_name(field.column or field.name)}"
+
+    paused = f"{column(paused_at)} IS NOT NULL"
+    if hours <= 0:
+        return paused, []
+    since = human_at.get_db_prep_value(now - timedelta(hours=hours), connection)
+    return f"{paused} AND {column(human_at)} > %s", [since]
 
 
 class Contact(models.Model):

@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from outbound.models.contacts import Contact, InboundMessage, bot_paused_q
+from outbound.models.contacts import Contact, InboundMessage, bot_paused_sql
 from outbound.models.job_people import BotPaused, PeopleTransitions
 from outbound.models.queries import OutboundJobQuerySet
 from outbound.models.states import (
@@ -36,6 +36,7 @@ from outbound.models.states import (
     SendAs,
     error_log_append,
 )
+from outbound.models.transition_sql import CONTACT_ALIAS, transition_sql
 from outbound.usage import Prices, TokenUsage, token_cost
 from outbound.vocabulary import ID_MAX_LENGTH, WINDOW_CLOSED_CODE, DeliveryStatus
 
@@ -181,34 +182,67 @@ class OutboundJob(PeopleTransitions, models.Model):
         require_unclaimed: bool = False,
         error: str | None = None,
         log: dict[str, Any] | None = None,
-        unless: Q | None = None,
+        unless_paused_at: datetime | None = None,
         **fields: Any,
     ) -> None:
         """Move to `to` with one conditional UPDATE; raise if illegal or if the row changed under us.
 
-        `unless`: a condition that, when true of the row, refuses the move with `BotPaused` (checked in the
-        same UPDATE, so nothing can slip in between the check and the move).
+        `unless_paused_at`: refuse the move with `BotPaused` when the contact's bot is paused at that time
+        (`bot_paused_q`) or the contact opted out (checked in the same UPDATE, so nothing can slip in between
+        the check and the move).
+
+        The statement is hand-written SQL whose text is kept per shape (outbound.models.transition_sql): the
+        ORM's compilation of it was most of a transition's CPU.
         """
         if self.status not in EVENT_SOURCES[event] or to not in ALLOWED_TRANSITIONS[self.status]:
             raise IllegalTransition(f"{event}: job {self.pk} cannot go from {self.status} to {to}")
         now = timezone.now()
         if error is not None:
             fields["error_log"] = error_log_append(self.error_log, error, now=now)
+        # Set explicitly (an UPDATE runs no `pre_save`): `auto_now`'s value, the transition's time.
         fields.update(status=to, updated_at=now)
-        rows = OutboundJob.objects.filter(pk=self.pk, status=self.status)
+        connection = connections[router.db_for_write(OutboundJob)]
+        paused, paused_params = (
+            bot_paused_sql(now=unless_paused_at, alias=CONTACT_ALIAS, connection=connection)
+            if unless_paused_at is not None
+            else (None, [])
+        )
+        sql = transition_sql(
+            OutboundJob,
+            connection,
+            tuple(fields),
+            fenced=fence is not None,
+            unclaimed=require_unclaimed,
+            unless_paused=paused,
+        )
+        where = [OutboundJob.id.field.get_db_prep_value(self.pk, connection), self.status]
         if fence is not None:
-            rows = rows.filter(claim_token=fence)
-        if require_unclaimed:
-            rows = rows.filter(claim_token__isnull=True)
-        if unless is not None and rows.exclude(unless).update(**fields) != 1:
-            if rows.exists():
-                raise BotPaused(f"{event}: job {self.pk} refused, the contact's bot is paused")
-            raise JobChanged(f"{event}: job {self.pk} is no longer {self.status} with this claim")
-        if unless is None and rows.update(**fields) != 1:
+            where.append(sql.token_field.get_db_prep_value(fence, connection))
+        values = []
+        for field, value in zip(sql.fields, fields.values(), strict=True):
+            if hasattr(value, "resolve_expression"):
+                raise TypeError(f"{field.name}: a transition sets values, not expressions")
+            if field.remote_field is not None and hasattr(value, "prepare_database_save"):
+                value = value.prepare_database_save(field)  # a model instance: its key
+            values.append(field.get_db_prep_save(value, connection))
+        # As QuerySet.update does: a database error marks an enclosing atomic block for rollback (not our own
+        # JobChanged/BotPaused, raised below, outside it).
+        with transaction.mark_for_rollback_on_error(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(sql.update, [*values, *where, *paused_params])
+            moved = cursor.rowcount == 1
+            held = False
+            if not moved and paused is not None:
+                cursor.execute(sql.still_ours, where)
+                held = cursor.fetchone() is not None
+        if held:
+            raise BotPaused(f"{event}: job {self.pk} refused, the contact's bot is paused")
+        if not moved:
             raise JobChanged(f"{event}: job {self.pk} is no longer {self.status} with this claim")
         previous = self.status
         for name, value in fields.items():
             setattr(self, name, value)
+        if not logger.isEnabledFor(logging.INFO):
+            return
         extra = " ".join(f"{k}={v}" for k, v in (log or {}).items() if v not in (None, ""))
         logger.info(
             "job_transition event=%s job_id=%s contact_id=%s from=%s to=%s attempt=%s send_as=%s %s",
@@ -302,10 +336,8 @@ class OutboundJob(PeopleTransitions, models.Model):
             fence=token,
             send_started_at=now,
             send_as=send_as,
-            # A bot reply is also refused once the customer opted out (STOP), in the same UPDATE.
-            unless=None
-            if self.kind in SENT_WHILE_PAUSED
-            else bot_paused_q(now=now, prefix="contact__") | Q(contact__opted_out_at__isnull=False),
+            # A bot reply is refused while a person holds the conversation or once the customer opted out (STOP).
+            unless_paused_at=None if self.kind in SENT_WHILE_PAUSED else now,
         )
 
     def mark_sent(
