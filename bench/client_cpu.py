@@ -1,10 +1,11 @@
-"""CPU per HTTP call of the worker's clients, in process, against the loopback fakes (issue 10).
+"""CPU per HTTP call of the worker's clients against the loopback fakes (issue 10).
 
-    python -m bench.client_cpu            # 400 calls each
+    python -m bench.client_cpu                 # 400 calls each, the fakes in a process of their own
+    python -m bench.client_cpu --in-process    # the fakes in this process: their CPU share counted too
     python -m bench.client_cpu --calls 2000
 
-Each figure is process CPU time (user + system, `time.process_time`) per call, so the fake server's share (its
-handler thread runs in this process) is in it too: compare figures with each other, not with a real server.
+Each figure is this process's CPU time (user + system, `time.process_time`) per call: the client's share alone,
+what the worker pays, unless `--in-process` runs the fakes' handler threads here too.
 `openai create` is the SDK's typed `chat.completions.create`, for reference; `reply generate` is
 `OpenAIReplyGenerator.generate`; `graph send_text` and `graph mark_read` are `WhatsAppClient`'s calls; the last
 two are the floor: the same send through a bare `requests.Session.post`, and through `http.client`.
@@ -13,11 +14,15 @@ two are the floor: the same send through a bare `requests.Session.post`, and thr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import http.client
 import json
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
@@ -47,24 +52,59 @@ def per_call_ms(call: Callable[[], object], calls: int) -> float:
     return (time.process_time() - start) / calls * 1000
 
 
+@contextlib.contextmanager
+def fakes(*, in_process: bool) -> Iterator[tuple[int, int]]:
+    """The fake Graph's and the fake OpenAI's ports, the servers running here or in a child process."""
+    if in_process:
+        with FakeGraph(0, FaultPlan()) as graph, FakeOpenAI(0, FaultPlan()) as fake_openai:
+            yield graph.port, fake_openai.port
+        return
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    command = [
+        sys.executable,
+        "-m",
+        "bench.fakes",
+        "--graph-port",
+        str(ports[0]),
+        "--openai-port",
+        str(ports[1]),
+    ]
+    child = subprocess.Popen(
+        [*command, "--graph-latency", "0", "--openai-latency", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()  # "fake Graph at …": both are listening
+        yield ports[0], ports[1]
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--in-process", action="store_true", help="run the fakes in this process")
     args = parser.parse_args()
-    with FakeGraph(0, FaultPlan()) as graph, FakeOpenAI(0, FaultPlan()) as fake_openai:
-        sdk = openai_client(api_key=KEY, base_url=f"{fake_openai.url}/v1", timeout=10.0)
+    with fakes(in_process=args.in_process) as (graph_port, openai_port):
+        graph_url, openai_url = f"http://127.0.0.1:{graph_port}", f"http://127.0.0.1:{openai_port}"
+        sdk = openai_client(api_key=KEY, base_url=f"{openai_url}/v1", timeout=10.0)
         generator = OpenAIReplyGenerator(client=sdk, model="gpt-bench")
         messages = [{"role": "system", "content": SYSTEM_PROMPT}] + [
             {"role": t.role, "content": t.text} for t in CONVERSATION
         ]
-        client = WhatsAppClient(access_token=TOKEN, phone_number_id=PHONE_NUMBER_ID, base_url=graph.url)
+        client = WhatsAppClient(access_token=TOKEN, phone_number_id=PHONE_NUMBER_ID, base_url=graph_url)
         to = Recipient(wa_id="16505551234")
         session = requests.Session()
-        url = f"{graph.url}/v25.0/{PHONE_NUMBER_ID}/messages"
+        url = f"{graph_url}/v25.0/{PHONE_NUMBER_ID}/messages"
         body = {"messaging_product": "whatsapp", "to": "+16505551234", "type": "text", "text": {"body": "Hi"}}
-        connection = http.client.HTTPConnection("127.0.0.1", graph.port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", graph_port, timeout=10)
 
         def bare_http_client() -> object:
             connection.request(
