@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
 
 from outbound.exceptions import GraphConnectError, GraphError, GraphResponseLost
 
@@ -151,6 +153,16 @@ class WhatsAppClient:
         self._phone_number_id = phone_number_id
         self._timeout = timeout
         self._session = session or requests.Session()
+        # Worked out once, here, instead of by `Session.request` on every call (see `_request`): the headers
+        # (the session's, ours and the token), and what the environment says about our one host: HTTPS_PROXY,
+        # HTTP_PROXY, NO_PROXY and the CA bundle of REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE (when the session
+        # trusts the environment, as a new one does). A change to those variables takes a restart.
+        self._headers = merge_setting(
+            {"Authorization": f"Bearer {access_token}", "User-Agent": USER_AGENT},
+            self._session.headers,
+            dict_class=CaseInsensitiveDict,
+        )
+        self._send_options = _send_options(self._session, self._base)
 
     def send_text(self, *, to: Recipient, body: str, reply_to: str | None, callback_data: str) -> SendResult:
         """Send a free-form text (inside the 24-hour window only).
@@ -273,17 +285,22 @@ class WhatsAppClient:
         timeout: float | None = None,
         error_level: int = logging.WARNING,
     ) -> dict[str, Any]:
-        """The one place that talks to Meta: auth header, timeout, logging and error conversion."""
-        headers = {"Authorization": f"Bearer {self._access_token}", "User-Agent": USER_AGENT}
+        """The one place that talks to Meta: auth header, timeout, logging and error conversion.
+
+        The request goes straight to the session's adapter (its connection pool), as `Session.send` would
+        send it, without what `Session.request` redoes on every call for nothing here: the environment's
+        proxies and CA bundle (read once, in `__init__`), ~/.netrc, cookies (Graph sets none), hooks and
+        redirects (Graph answers API calls without any; a 3xx would be a lost response, never followed).
+        The bytes on the wire are the ones `Session.request` sent: same headers, same JSON body.
+        """
         try:
-            response = self._session.request(
-                method,
-                url,
-                json=payload,
-                params=params,
-                headers=headers,
-                timeout=self._timeout if timeout is None else timeout,
+            request = requests.PreparedRequest()
+            request.prepare(method=method, url=url, headers=self._headers, json=payload, params=params)
+            response = self._session.get_adapter(request.url or url).send(
+                request, timeout=self._timeout if timeout is None else timeout, **self._send_options
             )
+            # Read here, as `Session.send` does, so that a body broken on the way back fails inside this try.
+            response.content  # noqa: B018
         except (requests.ConnectionError, requests.Timeout) as exc:
             # A connect failure never reached Meta; anything later (read timeout, reset) may have.
             if isinstance(exc, requests.ConnectTimeout) or _is_connect_failure(exc):
@@ -316,6 +333,19 @@ class WhatsAppClient:
             "graph_response method=%s status=%s body=%s", method, response.status_code, json.dumps(body)
         )
         return body
+
+
+def _send_options(session: requests.Session, base_url: str) -> dict[str, Any]:
+    """The adapter's `send` options that `Session.request` works out for a URL on `base_url`'s host: the
+    proxies for that host and the CA bundle from the environment (when `session.trust_env`), merged with the
+    session's own `proxies`, `verify` and `cert`. Every call goes to that host, so once is enough."""
+    try:
+        found = session.merge_environment_settings(base_url, {}, False, None, None)
+        proxies, verify, cert = found["proxies"], found["verify"], found["cert"]
+    except ValueError:
+        # A base URL requests cannot parse: every call fails preparing its request (GraphConnectError).
+        proxies, verify, cert = session.proxies, session.verify, session.cert
+    return {"stream": False, "verify": verify, "cert": cert, "proxies": proxies}
 
 
 # Errors requests raises before anything is written to the socket: resending cannot duplicate a message.

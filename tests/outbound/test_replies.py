@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
+import httpx2
+import openai
 import pytest
 
-from bench.fakes import FakeOpenAI, FaultPlan
+from bench.fakes import FakeOpenAI, FaultPlan, Reply
 from outbound.exceptions import (
     ReplyConfigurationError,
     ReplyPermanentError,
     ReplyTransientError,
     ReplyUnusableError,
 )
+from outbound.grounding import KnowledgeSnippet, knowledge_message
 from outbound.replies import (
     RESPONSE_FORMAT,
     WHATSAPP_TEXT_LIMIT,
@@ -23,7 +27,9 @@ from outbound.replies import (
     ReplyAction,
     Turn,
     fit_to_whatsapp,
+    turn_content,
 )
+from outbound.usage import TokenUsage
 
 KEY = "sk-test-openai-key-0123456789"
 CONVERSATION = [
@@ -253,3 +259,123 @@ def test_the_offline_generator_hands_off_when_asked_for_a_person():
         system_prompt="s", conversation=[Turn("user", "Can I talk to a real person please?")]
     )
     assert (reply.action, reply.text) == (ReplyAction.HANDOFF, "")
+
+
+# ------------------------------------------------------------------------- the SDK's low-level post, not create
+@pytest.mark.parametrize(
+    ("conversation", "knowledge"),
+    [
+        (CONVERSATION, ()),
+        (
+            [Turn("user", 'Is it "waterproof"? \u2028 \U0001f600', images=("data:image/jpeg;base64,AAAA",))],
+            (KnowledgeSnippet(id=3, title="Jackets", body="All jackets are waterproof."),),
+        ),
+    ],
+)
+def test_the_request_is_byte_for_byte_the_one_the_typed_sdk_call_sends(conversation, knowledge):
+    # generate() posts through the SDK's low-level `post` (no param transform, no pydantic answer): what goes
+    # on the wire must stay what `chat.completions.create` sent with the same arguments.
+    sent: list[httpx2.Request] = []
+    answer = {"reply": "hi", "action": "reply", "knowledge_used": []}
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        completion = {"choices": [{"finish_reason": "stop", "message": {"content": json.dumps(answer)}}]}
+        return httpx2.Response(200, json=completion)
+
+    client = openai.OpenAI(
+        api_key=KEY,
+        base_url="http://openai.test/v1",
+        timeout=3.5,
+        max_retries=0,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    OpenAIReplyGenerator(client=client, model="gpt-test").generate(
+        system_prompt="Be brief.", conversation=conversation, knowledge=knowledge
+    )
+    messages = [{"role": "system", "content": "Be brief."}]
+    if knowledge:
+        messages.append({"role": "system", "content": knowledge_message(knowledge)})
+    messages += [{"role": turn.role, "content": turn_content(turn)} for turn in conversation]
+    client.chat.completions.create(model="gpt-test", messages=messages, response_format=RESPONSE_FORMAT)
+    ours, typed = sent
+    assert (
+        (ours.method, ours.url)
+        == (typed.method, typed.url)
+        == ("POST", "http://openai.test/v1/chat/completions")
+    )
+    assert ours.content == typed.content
+    assert dict(ours.headers) == dict(typed.headers)
+    assert (
+        ours.extensions["timeout"]
+        == typed.extensions["timeout"]
+        == dict.fromkeys(("connect", "read", "write", "pool"), 3.5)
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"refusal": "I can't help with that."}, "the model refused"),
+        ({"finish_reason": "length"}, "finish_reason=length"),
+        ({"content": "not json"}, "not JSON"),
+    ],
+)
+def test_an_unusable_answer_carries_the_tokens_it_cost(server, fault, message):
+    for name, value in fault.items():
+        setattr(server, name, value)
+    server.prompt_tokens, server.cached_tokens, server.completion_tokens = 600, 100, 4000
+    with pytest.raises(ReplyUnusableError, match=message) as raised:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert raised.value.usage == TokenUsage(input_tokens=600, output_tokens=4000, cached_input_tokens=100)
+
+
+def test_a_429_gives_its_retry_after_and_a_401_names_the_key(server):
+    server.plan.scripted = [
+        (429, openai_error("Rate limit reached", "requests"), {"retry-after": "2.5"}),
+        (401, openai_error("Incorrect API key", "invalid_request_error", "invalid_api_key")),
+    ]
+    with pytest.raises(ReplyTransientError) as limited:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert (type(limited.value), limited.value.retry_after) == (ReplyTransientError, 2.5)
+    assert "http=429 RateLimitError" in str(limited.value)
+    with pytest.raises(ReplyConfigurationError) as refused:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert refused.value.check == "OPENAI_API_KEY"
+    assert "http=401 AuthenticationError" in str(refused.value)
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Reply(200, b"<html>Welcome to the proxy</html>", "text/html"),
+        Reply(200, b'{"choices": [', "application/json"),
+        Reply(200, b"[1, 2]", "application/json"),
+        Reply(200, b"", "application/json"),
+    ],
+)
+def test_a_200_that_is_no_completion_at_all_is_transient_not_unusable(server, answer):
+    # No model answered (a proxy's page, a cut body): worth another attempt, and no tokens to count.
+    server.plan.scripted = [(200, answer)]
+    with pytest.raises(ReplyTransientError, match="not a JSON object") as raised:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert not isinstance(raised.value, ReplyUnusableError)
+    assert "http=200" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("completion", "message"),
+    [
+        ({}, "no choices"),
+        ({"choices": []}, "no choices"),
+        ({"choices": ["x"]}, "no choices"),
+        ({"choices": [{"finish_reason": "stop"}]}, "empty reply"),
+        ({"choices": [{"finish_reason": "stop", "message": {"content": None}}]}, "empty reply"),
+        ({"choices": [{"finish_reason": "stop", "message": {"content": [{"type": "text"}]}}]}, "not text"),
+    ],
+)
+def test_a_completion_of_the_wrong_shape_is_unusable(server, completion, message):
+    server.plan.scripted = [(200, completion)]
+    with pytest.raises(ReplyUnusableError, match=message):
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)

@@ -11,7 +11,7 @@ from responses import matchers
 
 from bench.fakes import FakeGraph, FaultPlan, self_signed_certificate
 from outbound.exceptions import GraphConnectError, GraphError, GraphResponseLost
-from outbound.whatsapp import Recipient, WhatsAppClient
+from outbound.whatsapp import USER_AGENT, Recipient, WhatsAppClient, text_message
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok
 
 TOKEN = "EAAtestaccesstoken0123456789abcdef"
@@ -273,3 +273,98 @@ def test_message_templates_lists_the_exact_name_with_the_bearer_token(client, gr
     )
     found = client.message_templates(account_id="102290129340398", name="reply")
     assert [t["id"] for t in found] == ["1"]
+
+
+# ------------------------------------------------------------------ the adapter's send, not Session.request
+def test_the_request_is_the_one_session_request_prepared(graph):
+    # `_request` hands the adapter a request it prepared itself: headers (and their order), body, URL and the
+    # adapter's options must be those `Session.request` produced.
+    session = requests.Session()
+    client = WhatsAppClient(
+        access_token=TOKEN,
+        phone_number_id="106540352242922",
+        base_url="https://graph.test/",
+        timeout=7.5,
+        session=session,
+    )
+    graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
+    templates_url = "https://graph.test/v25.0/102290129340398/message_templates"
+    graph.get(templates_url, json={"data": []})
+    auth = {"Authorization": f"Bearer {TOKEN}", "User-Agent": USER_AGENT}
+    client.send_text(to=TO, body='Caf\u00e9 \U0001f600 "ok"', reply_to="wamid.IN", callback_data="k:text")
+    message = text_message(
+        to=TO, body='Caf\u00e9 \U0001f600 "ok"', reply_to="wamid.IN", callback_data="k:text"
+    )
+    session.request("POST", GRAPH_MESSAGES_URL, json=message, headers=auth, timeout=7.5)
+    client.message_templates(account_id="102290129340398", name="re ply")
+    params = {"name": "re ply", "fields": "name,language,status,category,id,rejected_reason", "limit": "100"}
+    session.request("GET", templates_url, params=params, headers=auth, timeout=7.5)
+    for ours, theirs in (graph.calls[0:2], graph.calls[2:4]):
+        assert (ours.request.method, ours.request.url) == (theirs.request.method, theirs.request.url)
+        assert list(ours.request.headers.items()) == list(theirs.request.headers.items())
+        assert ours.request.body == theirs.request.body
+        assert ours.request.req_kwargs == theirs.request.req_kwargs
+    assert graph.calls[2].request.body is None
+    assert graph.calls[0].request.req_kwargs["timeout"] == 7.5
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_the_proxy_is_read_from_the_environment_once_at_start_up(no_proxy_variables):
+    monkeypatch = no_proxy_variables
+    with FakeGraph() as proxy, FakeGraph() as meta:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        proxied = WhatsAppClient(
+            access_token=TOKEN, phone_number_id="106540352242922", base_url="http://graph.test"
+        )
+        monkeypatch.delenv("HTTP_PROXY")
+        # Unset since: still the proxy's (the environment was read when the client was made).
+        assert proxied.send_text(to=TO, body="x", reply_to=None, callback_data="k").wa_message_id
+        assert proxied.mark_read(message_id="wamid.IN", typing=True, timeout=2.0) is True
+        assert [r["path"] for r in proxy.requests] == ["http://graph.test/v25.0/106540352242922/messages"] * 2
+        assert proxy.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+
+        direct = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url=meta.url)
+        # A proxy that does not answer, set after the client was made: not used.
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        assert direct.send_text(to=TO, body="x", reply_to=None, callback_data="k").wa_message_id
+        assert len(meta.accepted()) == 1
+
+
+def test_no_proxy_is_honoured(no_proxy_variables):
+    monkeypatch = no_proxy_variables
+    with FakeGraph() as meta:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        client = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url=meta.url)
+        assert client.send_text(to=TO, body="x", reply_to=None, callback_data="k").wa_message_id
+        assert len(meta.accepted()) == 1
+
+
+def test_the_ca_bundle_is_read_from_the_environment_once_at_start_up(certificate, monkeypatch):
+    # REQUESTS_CA_BUNDLE names the certificates to trust (a company proxy's CA, say).
+    with FakeGraph(tls=certificate) as meta:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))
+        trusting = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url=meta.url)
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        assert trusting.send_text(to=TO, body="x", reply_to=None, callback_data="k").wa_message_id
+        # Made without it: the certificate is not trusted, whatever the environment says later.
+        distrusting = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url=meta.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))
+        with pytest.raises(GraphConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            distrusting.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+        assert len(meta.accepted()) == 1
+
+
+def test_a_base_url_requests_cannot_parse_fails_each_call_as_never_sent():
+    client = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url="http://[graph")
+    with pytest.raises(GraphConnectError):
+        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
