@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
@@ -61,7 +60,7 @@ def store_messages(messages: Sequence[ParsedMessage]) -> tuple[int, int]:
         if key not in newest or message.timestamp >= newest[key].timestamp:
             newest[key] = message
     conn = connections[DEFAULT_DB_ALIAS]
-    now = timezone.now()
+    now = _prepared_now(conn)
     params: list[Any] = []
     # Sorted, so that two POSTs racing over the same contacts lock their rows in the same order.
     for _, m in sorted(newest.items()):
@@ -116,18 +115,36 @@ _GIVEN = {
 }
 
 
-def _row(model: type[models.Model], given: dict[str, Any], now: datetime, conn: Any) -> list[Any]:
+def _row(model: type[models.Model], given: dict[str, Any], now: Any, conn: Any) -> list[Any]:
     """The parameters of one row: the given columns (a column left out takes its default), then "now"s and
-    callable defaults, in the fields' order (the order `_values` writes their placeholders in)."""
+    callable defaults, in the fields' order (the order `_values` writes their placeholders in).
+
+    `now` comes prepared for the database (`_prepared_now`: once per POST, not once per column).
+    """
     row: list[Any] = []
     for f, default in zip(_fields(model, _EXCLUDED[model]), _defaults(model, conn.alias), strict=True):
         if f.attname in _GIVEN[model]:
-            row.append(f.get_db_prep_save(given[f.attname] if f.attname in given else f.get_default(), conn))
+            value = given[f.attname] if f.attname in given else f.get_default()
+            # Text into a text column and a flag into a boolean one are what get_db_prep_save would return
+            # them as; the other values (times, JSON) go through it.
+            plain = (type(value) is str and isinstance(f, _TEXT_FIELDS)) or (
+                type(value) is bool and isinstance(f, models.BooleanField)
+            )
+            row.append(value if plain else f.get_db_prep_save(value, conn))
         elif default is _NOW:
-            row.append(f.get_db_prep_save(now, conn))
+            row.append(now)
         elif default is _CALL:
             row.append(f.get_db_prep_save(f.get_default(), conn))
     return row
+
+
+_TEXT_FIELDS = (models.CharField, models.TextField)
+_DATETIME = models.DateTimeField()
+
+
+def _prepared_now(conn: Any) -> Any:
+    """timezone.now() as every auto_now/auto_now_add column of the statement writes it."""
+    return _DATETIME.get_db_prep_save(timezone.now(), conn)
 
 
 @functools.cache
