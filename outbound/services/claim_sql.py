@@ -2,8 +2,8 @@
 
 The ORM path (`outbound.services.claims`) compiled eight queries for every claim, about 40% of the worker's
 CPU per job. Here the same steps are plain SQL, built once, sent together in one Query message (the simple
-protocol: Django's psycopg cursor binds parameters client-side), which PostgreSQL runs as one implicit
-transaction, or inside the caller's:
+protocol: Django's psycopg cursor binds parameters client-side unless `server_side_binding` is set, which the
+system check outbound.E011 refuses), which PostgreSQL runs as one implicit transaction, or inside the caller's:
 
 1. the due candidates (the ORM's `claimable()`: open, unclaimed, due, not held by a paused bot, no job of the
    contact in flight; `exclude_ids` left out), the `limit * 4` oldest, locked with their contacts,
@@ -208,6 +208,7 @@ def _claim_sql(conn: Any, statement: _Statement) -> str:
     contact_columns = ", ".join(f"c.{q(name)}" for name in statement.contact.names)
     message_columns = ", ".join(f"m.{q(name)}" for name in statement.message.names)
     nulls = ", ".join(["NULL"] * (len(statement.contact.names) + len(statement.message.names)))
+    order_after = statement.message.end + 1  # the superseded rows' message time and id (1-based)
     return f"""
         WITH chosen AS MATERIALIZED (
             SELECT l.contact_id, l.position
@@ -259,7 +260,8 @@ def _claim_sql(conn: Any, statement: _Statement) -> str:
             JOIN kept k ON k.contact_id = o.contact_id
             WHERE s.id = o.id AND o.id <> k.id AND NOT k.person
               AND s.status IN ({claimable}) AND s.claim_token IS NULL
-            RETURNING s.id, s.contact_id, s.status, s.attempts, s.send_as, s.superseded_by_id, o.status AS previous
+            RETURNING s.id, s.contact_id, s.status, s.attempts, s.send_as, s.superseded_by_id, o.status AS previous,
+                      o.message_at, o.inbound_message_id
         ), claimed AS (
             -- `mark_claimed`: a compare-and-set on a row nobody holds (and that this statement has locked).
             UPDATE {jobs} j
@@ -280,16 +282,18 @@ def _claim_sql(conn: Any, statement: _Statement) -> str:
               AND j.claim_token IS NULL
             RETURNING {job_columns}, k.status AS previous
         )
-        SELECT 1, ch.position, cl.previous, {claimed_columns}, {contact_columns}, {message_columns}
+        SELECT 1, ch.position, cl.previous, {claimed_columns}, {contact_columns}, {message_columns}, NULL, NULL
         FROM claimed cl
         JOIN chosen ch ON ch.contact_id = cl.contact_id
         JOIN {contacts} c ON c.id = cl.contact_id
         LEFT JOIN {messages} m ON m.id = cl.inbound_message_id
         UNION ALL
-        SELECT 0, ch.position, s.previous, {superseded_columns}, {nulls}
+        SELECT 0, ch.position, s.previous, {superseded_columns}, {nulls}, s.message_at, s.inbound_message_id
         FROM superseded s
         JOIN chosen ch ON ch.contact_id = s.contact_id
-        ORDER BY 2, 1
+        -- The contacts in candidate order; each one's superseded lines first, oldest message first, as the ORM
+        -- logged them.
+        ORDER BY 2, 1, {order_after}, {order_after + 1}
     """  # noqa: S608  (identifiers and our enum literals only; every value is a parameter)
 
 
