@@ -295,3 +295,24 @@ def check_prices(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         for name in PRICE_SETTINGS
         if parse_price(getattr(settings, name)) is None
     ]
+
+
+@register(Tags.database)
+def check_client_side_binding(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """The worker's claim sends two statements in one message (outbound.services.claim_sql): PostgreSQL takes
+    that only with client-side binding, Django's default."""
+    return client_side_binding_errors(settings.DATABASES["default"])
+
+
+def client_side_binding_errors(database: dict[str, Any]) -> list[Error]:
+    if database["ENGINE"] == "django.db.backends.postgresql" and database.get("OPTIONS", {}).get(
+        "server_side_binding"
+    ):
+        return [
+            Error(
+                "DATABASES['default']['OPTIONS']['server_side_binding'] is not supported.",
+                hint="Remove the option: the worker's claim needs client-side binding (Django's default).",
+                id="outbound.E011",
+            )
+        ]
+    return []

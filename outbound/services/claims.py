@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from outbound.models import Contact, JobChanged, OutboundJob
+from outbound.services.claim_sql import claim_jobs
 
 
 def outbound_jobs_claim(
@@ -22,9 +23,20 @@ def outbound_jobs_claim(
     wait for each other and never take the same job; the contact lock makes "no other job of this contact
     in flight" a check that cannot race. SQLite: the IMMEDIATE transaction serialises claimers, and each
     claim is a compare-and-set UPDATE on an unclaimed row. No lock outlives this function.
+
+    On PostgreSQL the same steps run as hand-written SQL in one round trip (`claim_sql`): compiling the ORM's
+    eight queries cost about 40% of the worker's CPU per job. The jobs come back alike, with `.contact` and
+    `.inbound_message` loaded.
     """
     now = now or timezone.now()
     exclude = set(exclude_ids)
+    if connection.vendor == "postgresql":
+        return claim_jobs(limit=limit, worker_id=worker_id, now=now, exclude_ids=exclude)
+    return _claim_with_orm(limit=limit, worker_id=worker_id, now=now, exclude=exclude)
+
+
+def _claim_with_orm(*, limit: int, worker_id: str, now: datetime, exclude: set[int]) -> list[OutboundJob]:
+    """The claim through the ORM (SQLite; the reference the PostgreSQL statements are tested against)."""
     claimed: list[OutboundJob] = []
     with transaction.atomic():
         candidates = list(

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from outbound.checks import check_backends, check_required_settings
+from outbound.checks import (
+    check_backends,
+    check_client_side_binding,
+    check_required_settings,
+    client_side_binding_errors,
+)
 
 
 def ids_and_messages(errors) -> list[tuple[str, str]]:
@@ -153,3 +158,13 @@ def test_a_media_size_limit_that_is_not_positive_is_refused(settings, value):
     assert ids_and_messages(check_backends()) == [
         ("outbound.E004", "OUTBOUND_MEDIA_MAX_BYTES must be positive.")
     ]
+
+
+def test_server_side_binding_is_refused_on_postgresql():
+    # The worker's claim sends two statements in one message: with server-side binding every claim would fail.
+    postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "wa"}
+    refused = client_side_binding_errors({**postgres, "OPTIONS": {"server_side_binding": True}})
+    assert [e.id for e in refused] == ["outbound.E011"]
+    assert client_side_binding_errors({**postgres, "OPTIONS": {}}) == []
+    assert client_side_binding_errors(postgres) == []
+    assert check_client_side_binding() == []
