@@ -34,6 +34,8 @@ CONTENDED_RETRY_SECONDS = 0.05
 # How often a busy run reports liveness (WorkerHeartbeat, read by /healthz): far below
 # OUTBOUND_HEALTH_MAX_AGE_SECONDS, so that a long backlog never looks like a dead worker.
 HEARTBEAT_INTERVAL_SECONDS = 5.0
+# Outcomes after which a job is out of the workers' hands (sent, failed, no reply, handed to a person).
+ENDED = frozenset({Outcome.SENT, Outcome.FAILED, Outcome.NO_REPLY, Outcome.HANDED_OFF})
 # What a lost or refused database connection raises (psycopg2 reported a closed one as an InterfaceError).
 DATABASE_DOWN = (DatabaseError, InterfaceError)
 
@@ -117,6 +119,9 @@ class Worker:
         self._database_down_since: float | None = None
         self._last_recovery = 0.0
         self._wakeup = JobWakeup(stopping=self._stopping)
+        # Jobs this run claimed that could still be claimable (given back for later): never taken twice in a
+        # run; forgotten when the run goes idle.
+        self._attempted: set[int] = set()
 
     def stop(self) -> None:
         """Finish the jobs in flight, claim nothing more (SIGTERM)."""
@@ -132,7 +137,7 @@ class Worker:
         if self.waits_for_jobs:
             # Before the first claim: a job announced between "nothing due" and the first wait is not missed.
             self._wakeup.start()
-        attempted: set[int] = set()
+        attempted = self._attempted
         pool = (
             ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="outbound")
             if self.concurrency > 1
@@ -304,6 +309,11 @@ class Worker:
     def _finish(self, job: OutboundJob, future: Future[ProcessResult]) -> None:
         try:
             result = future.result()
+            if result.outcome in ENDED:
+                # It can only come back through a person (staff retry) or the template fallback, and then it
+                # is a new attempt; the claim's exclusion list stays the few jobs given back in this run
+                # (it was every job of the run: an array the claim sent, and the database compared, per claim).
+                self._attempted.discard(job.pk)
         except ConfigurationError as exc:
             self.fatal = exc
             self.stop()

@@ -18,6 +18,7 @@ from responses import matchers
 
 from bench.fakes import FakeGraph, self_signed_certificate
 from bench.fakes import openai_error as scripted_openai_error
+from outbound import worker as worker_module
 from outbound.models import OutboundJob
 from outbound.services.claims import outbound_jobs_claim
 from tests.conftest import status_payload
@@ -628,3 +629,34 @@ def test_concurrency_four(inbound, graph, fake_openai):
     assert {fresh(job).status for job in jobs} == {S.SENT}
     keys = [body["biz_opaque_callback_data"] for body in sent_bodies(graph)]
     assert sorted(keys) == sorted(f"{job.key}:text" for job in jobs)
+
+
+def test_a_run_excludes_from_its_claims_only_the_jobs_it_gave_back(
+    inbound, graph, fake_openai, settings, monkeypatch
+):
+    # A job given back for later is never taken twice in one run, even when it is due again at once; a job
+    # that ended (sent) leaves the run's exclusion list, which the claim sends to the database every time.
+    settings.OUTBOUND_RETRY_BASE_SECONDS = 0
+    settings.OUTBOUND_RETRY_MAX_SECONDS = 0
+    jobs = [inbound(wa_id=f"1650555000{i}", body=f"question {i}") for i in range(3)]
+    answers = iter([(400, {}, json.dumps(graph_err(130429, "Rate limit hit")))])
+
+    def send(request):
+        return next(answers, (200, {}, json.dumps(graph_ok(f"wamid.OUT{len(graph.calls)}"))))
+
+    graph.add_callback(responses.POST, GRAPH_MESSAGES_URL, callback=send)
+    excluded: list[set[int]] = []
+    claim = worker_module.outbound_jobs_claim
+
+    def recording_claim(**kwargs):
+        excluded.append(set(kwargs["exclude_ids"]))
+        return claim(**kwargs)
+
+    monkeypatch.setattr(worker_module, "outbound_jobs_claim", recording_claim)
+    run_jobs()
+    rows = {job.pk: OutboundJob.objects.get(pk=job.pk) for job in jobs}
+    retried = [pk for pk, row in rows.items() if row.status == S.READY_TO_SEND]
+    sent = [pk for pk, row in rows.items() if row.status == S.SENT]
+    assert (len(retried), len(sent)) == (1, 2)
+    assert rows[retried[0]].attempts == 1  # due again at once, yet not taken again in this run
+    assert excluded[-1] == set(retried)
