@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.contrib.staticfiles.storage import ManifestFilesMixin
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import storages
+from django.db import connections
 
 from outbound.knowledge import LANGUAGE_NAME
 from outbound.replies import WHATSAPP_TEXT_LIMIT
@@ -300,19 +302,32 @@ def check_prices(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 @register(Tags.database)
 def check_client_side_binding(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """The worker's claim sends two statements in one message (outbound.services.claim_sql): PostgreSQL takes
-    that only with client-side binding, Django's default."""
-    return client_side_binding_errors(settings.DATABASES["default"])
+    that only with client-side binding, Django's default; and its second statement must see what committed
+    after the first one's snapshot, which only READ COMMITTED (PostgreSQL's default) gives."""
+    return client_side_binding_errors(settings.DATABASES["default"], vendor=connections["default"].vendor)
 
 
-def client_side_binding_errors(database: dict[str, Any]) -> list[Error]:
-    if database["ENGINE"] == "django.db.backends.postgresql" and database.get("OPTIONS", {}).get(
-        "server_side_binding"
-    ):
-        return [
+def client_side_binding_errors(database: dict[str, Any], *, vendor: str) -> list[Error]:
+    if vendor != "postgresql":
+        return []
+    options = database.get("OPTIONS", {})
+    errors = []
+    # Django turns server-side binding on only for the value True (a string from a URL does not).
+    if options.get("server_side_binding") is True:
+        errors.append(
             Error(
                 "DATABASES['default']['OPTIONS']['server_side_binding'] is not supported.",
                 hint="Remove the option: the worker's claim needs client-side binding (Django's default).",
                 id="outbound.E011",
             )
-        ]
-    return []
+        )
+    isolation = options.get("isolation_level")
+    if isolation is not None and isolation != psycopg.IsolationLevel.READ_COMMITTED:
+        errors.append(
+            Error(
+                f"DATABASES['default']['OPTIONS']['isolation_level'] is {isolation!r}: not supported.",
+                hint="Remove the option: the worker's claim needs READ COMMITTED (PostgreSQL's default).",
+                id="outbound.E011",
+            )
+        )
+    return errors

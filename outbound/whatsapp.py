@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import requests
 from requests.sessions import merge_setting
@@ -290,7 +291,7 @@ class WhatsAppClient:
         The request goes straight to the session's adapter (its connection pool), as `Session.send` would
         send it, without what `Session.request` redoes on every call for nothing here: the environment's
         proxies and CA bundle (read once, in `__init__`), ~/.netrc, cookies (Graph sets none), hooks and
-        redirects (Graph answers API calls without any; a 3xx would be a lost response, never followed).
+        redirects (Graph answers API calls without any: a 3xx is refused as never sent, see below).
         The bytes on the wire are the ones `Session.request` sent: same headers, same JSON body.
         """
         try:
@@ -315,6 +316,14 @@ class WhatsAppClient:
         except requests.RequestException as exc:
             # Anything else (a broken or undecodable answer, say) happened after the request went out.
             raise GraphResponseLost(f"no usable answer from the Graph API: {type(exc).__name__}") from exc
+        if response.is_redirect:
+            # Graph answers API calls itself; a redirect comes from a wrong WHATSAPP_GRAPH_URL (http://) or a
+            # proxy's login page, and means Meta processed nothing: retried, never "may have been sent".
+            where = urlsplit(response.headers.get("Location", "")).netloc or "?"
+            raise GraphConnectError(
+                f"the Graph API request was redirected ({response.status_code} to {where}), nothing was sent:"
+                " check WHATSAPP_GRAPH_URL and any proxy"
+            )
         try:
             body: Any = response.json()
         except ValueError:

@@ -121,6 +121,9 @@ def _row(model: type[models.Model], given: dict[str, Any], now: Any, conn: Any) 
 
     `now` comes prepared for the database (`_prepared_now`: once per POST, not once per column).
     """
+    if not given.keys() <= _GIVEN[model]:
+        # A column given here but not in _GIVEN would silently be written as its default.
+        raise ValueError(f"{model.__name__}: add {sorted(given.keys() - _GIVEN[model])} to _GIVEN")
     row: list[Any] = []
     for f, default in zip(_fields(model, _EXCLUDED[model]), _defaults(model, conn.alias), strict=True):
         if f.attname in _GIVEN[model]:

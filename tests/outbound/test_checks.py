@@ -5,6 +5,7 @@ Missing secrets: tests/test_checks.py.
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from outbound.checks import (
@@ -163,8 +164,31 @@ def test_a_media_size_limit_that_is_not_positive_is_refused(settings, value):
 def test_server_side_binding_is_refused_on_postgresql():
     # The worker's claim sends two statements in one message: with server-side binding every claim would fail.
     postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "wa"}
-    refused = client_side_binding_errors({**postgres, "OPTIONS": {"server_side_binding": True}})
+    refused = client_side_binding_errors(
+        {**postgres, "OPTIONS": {"server_side_binding": True}}, vendor="postgresql"
+    )
     assert [e.id for e in refused] == ["outbound.E011"]
-    assert client_side_binding_errors({**postgres, "OPTIONS": {}}) == []
-    assert client_side_binding_errors(postgres) == []
+    assert client_side_binding_errors({**postgres, "OPTIONS": {}}, vendor="postgresql") == []
+    assert client_side_binding_errors(postgres, vendor="postgresql") == []
+    # A value from a DATABASE_URL query string is a string, which Django does not take as True.
+    assert (
+        client_side_binding_errors(
+            {**postgres, "OPTIONS": {"server_side_binding": "false"}}, vendor="postgresql"
+        )
+        == []
+    )
+    # A PostGIS or wrapping backend is still PostgreSQL; SQLite never runs the claim's SQL.
+    gis = {"ENGINE": "django.contrib.gis.db.backends.postgis", "OPTIONS": {"server_side_binding": True}}
+    assert [e.id for e in client_side_binding_errors(gis, vendor="postgresql")] == ["outbound.E011"]
+    assert client_side_binding_errors(gis, vendor="sqlite") == []
+    # The claim's second statement must see claims committed after the first one's snapshot.
+    for level, errors in (
+        (psycopg.IsolationLevel.READ_COMMITTED, 0),
+        (psycopg.IsolationLevel.REPEATABLE_READ, 1),
+        (psycopg.IsolationLevel.SERIALIZABLE, 1),
+    ):
+        found = client_side_binding_errors(
+            {**postgres, "OPTIONS": {"isolation_level": level}}, vendor="postgresql"
+        )
+        assert len(found) == errors
     assert check_client_side_binding() == []

@@ -278,3 +278,9 @@ def test_a_one_message_post_fits_psycopgs_parse_cache():
         assert len(statement.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH
         assert statement.count("%s") <= _queries.MAX_CACHED_STATEMENT_PARAMS
     assert ingest_sql.store_messages(parse(text_payload(wamid="wamid.C", timestamp=T0)).messages) == (1, 1)
+
+
+def test_a_column_given_but_not_declared_is_refused_not_dropped():
+    # media_fields() gaining a column that _GIVEN lacks would store the default instead of the value.
+    with pytest.raises(ValueError, match="media_status"):
+        ingest_sql._row(InboundMessage, {"wamid": "w", "media_status": "ready"}, None, connection)
