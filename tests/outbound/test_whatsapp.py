@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 import pytest
 import requests
 import responses
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
 from responses import matchers
 
 from bench.fakes import FakeGraph, FaultPlan, self_signed_certificate
 from outbound.exceptions import GraphConnectError, GraphError, GraphResponseLost
-from outbound.whatsapp import USER_AGENT, Recipient, WhatsAppClient, text_message
+from outbound.whatsapp import (
+    USER_AGENT,
+    Recipient,
+    WhatsAppClient,
+    buttons_message,
+    template_message,
+    text_message,
+)
 from tests.outbound.conftest import GRAPH_MESSAGES_URL, graph_err, graph_ok
 
 TOKEN = "EAAtestaccesstoken0123456789abcdef"
@@ -379,7 +390,154 @@ def test_the_ca_bundle_is_read_from_the_environment_once_at_start_up(certificate
         assert len(meta.accepted()) == 1
 
 
-def test_a_base_url_requests_cannot_parse_fails_each_call_as_never_sent():
-    client = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url="http://[graph")
-    with pytest.raises(GraphConnectError):
-        client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://[graph",  # InvalidURL (unparseable)
+        "graph.test",  # MissingSchema
+        "http://*graph.test",  # InvalidURL (invalid label)
+        "http:///",  # InvalidURL (no host)
+        "ftp://graph.test",  # InvalidSchema (no adapter)
+    ],
+)
+def test_a_base_url_requests_cannot_parse_fails_each_call_as_never_sent(graph, base_url):
+    client = WhatsAppClient(access_token=TOKEN, phone_number_id="106540352242922", base_url=base_url)
+    # Twice each: the URL's failure is not cached as a prepared URL.
+    for _ in range(2):
+        with pytest.raises(GraphConnectError):
+            client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+        with pytest.raises(GraphConnectError):
+            client.mark_read(message_id="wamid.IN", typing=True, timeout=2.0)
+    assert not graph.calls
+
+
+def test_a_payload_that_is_not_json_or_a_header_requests_refuses_is_never_sent(client, graph):
+    # NaN: requests refuses it (allow_nan=False), before anything is sent.
+    for _ in range(2):
+        with pytest.raises(GraphConnectError, match="InvalidJSONError"):
+            client.send_template(
+                to=TO, name="t", language="en_US", body_parameters=[float("nan")], callback_data="k"
+            )
+    # A token read with its line break: every call fails as never sent, as `prepare()` made it.
+    broken = WhatsAppClient(
+        access_token=TOKEN + "\n", phone_number_id="106540352242922", base_url="https://graph.test"
+    )
+    with pytest.raises(GraphConnectError, match="InvalidHeader"):
+        broken.send_text(to=TO, body="x", reply_to=None, callback_data="k")
+    assert not graph.calls
+
+
+# ----------------------------------------------- the request `_request` builds, against requests' `prepare()`
+def _calls(client: WhatsAppClient, base: str) -> list[tuple[Any, str, str, dict[str, Any] | None, Any]]:
+    """Each of the client's calls, with what `prepare()` is given for it: method, URL, JSON body, params."""
+    body = 'Caf\u00e9 \U0001f600 "ok" </script> \\ \u2028'
+    on_second = Recipient(wa_id="16505551234", phone_number_id="111222333444555")
+    messages, second = f"{base}/106540352242922/messages", f"{base}/111222333444555/messages"
+    buttons = [("yes", "Oui \u00e0 vous"), ("no", "No")]
+    read: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN"}
+    fields = "name,language,status,category,id,rejected_reason"
+    return [
+        (
+            lambda: client.send_text(to=TO, body=body, reply_to="wamid.IN", callback_data="k:text"),
+            "POST",
+            messages,
+            text_message(to=TO, body=body, reply_to="wamid.IN", callback_data="k:text"),
+            None,
+        ),
+        (
+            lambda: client.send_text(to=on_second, body="x", reply_to=None, callback_data="k"),
+            "POST",
+            second,
+            text_message(to=on_second, body="x", reply_to=None, callback_data="k"),
+            None,
+        ),
+        (
+            lambda: client.send_buttons(
+                to=TO, body=body, buttons=buttons, reply_to="wamid.IN", callback_data="k:b"
+            ),
+            "POST",
+            messages,
+            buttons_message(to=TO, body=body, buttons=buttons, reply_to="wamid.IN", callback_data="k:b"),
+            None,
+        ),
+        (
+            lambda: client.send_template(
+                to=TO, name="reply", language="fr", body_parameters=[body, "2"], callback_data="k:t"
+            ),
+            "POST",
+            messages,
+            template_message(
+                to=TO, name="reply", language="fr", body_parameters=[body, "2"], callback_data="k:t"
+            ),
+            None,
+        ),
+        (
+            lambda: client.mark_read(message_id="wamid.IN", typing=True, timeout=2.0),
+            "POST",
+            messages,
+            {**read, "typing_indicator": {"type": "text"}},
+            None,
+        ),
+        (
+            lambda: client.mark_read(
+                message_id="wamid.IN", typing=False, timeout=2.0, phone_number_id="111222333444555"
+            ),
+            "POST",
+            second,
+            read,
+            None,
+        ),
+        (
+            lambda: client.message_templates(account_id="102290129340398", name="re ply/\u00e9"),
+            "GET",
+            f"{base}/102290129340398/message_templates",
+            None,
+            {"name": "re ply/\u00e9", "fields": fields, "limit": "100"},
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "session_headers"),
+    [
+        ("https://graph.test/", {}),
+        # A Content-Type of the session's own is kept ("only if absent"), its other headers sent too.
+        ("https://graph.test", {"Content-Type": "application/json; charset=utf-8", "X-Trace": "1"}),
+        # Credentials in the URL: `prepare()` turns them into a Basic Authorization header.
+        ("https://user:p%40ss@graph.test", {}),
+        # A URL requests re-quotes and whose host it lower-cases... or not: whatever `prepare_url` makes.
+        ("http://Graph.TEST:8080/a b/%7Ex", {}),
+    ],
+)
+def test_each_call_sends_what_requests_prepare_makes(graph, base_url, session_headers):
+    # The request handed to the adapter, field by field and header by header (in order), is the one
+    # `PreparedRequest.prepare()` makes from the same method, URL, headers, JSON and params. Each call is made
+    # twice: once preparing its URL, once from the cache.
+    session = requests.Session()
+    session.headers.update(session_headers)
+    client = WhatsAppClient(
+        access_token=TOKEN, phone_number_id="106540352242922", base_url=base_url, session=session
+    )
+    graph.add(responses.POST, re.compile(".*"), json=graph_ok())
+    graph.add(responses.GET, re.compile(".*"), json={"data": []})
+    headers = merge_setting(
+        {"Authorization": f"Bearer {TOKEN}", "User-Agent": USER_AGENT},
+        session.headers,
+        dict_class=CaseInsensitiveDict,
+    )
+    expected = []
+    for call, method, url, payload, params in _calls(client, f"{base_url.rstrip('/')}/v25.0") * 2:
+        call()
+        prepared = requests.PreparedRequest()
+        prepared.prepare(method=method, url=url, headers=headers, json=payload, params=params)
+        expected.append(prepared)
+    assert len(graph.calls) == len(expected) == 14
+    for call, theirs in zip(graph.calls, expected, strict=True):
+        ours = call.request
+        assert (ours.method, ours.url, ours.body) == (theirs.method, theirs.url, theirs.body)
+        assert list(ours.headers.items()) == list(theirs.headers.items())
+        assert type(ours.headers) is type(theirs.headers)
+    if "@" in base_url:
+        assert graph.calls[0].request.headers["Authorization"].startswith("Basic ")
+    if session_headers:
+        assert graph.calls[0].request.headers["Content-Type"] == "application/json; charset=utf-8"
