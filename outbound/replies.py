@@ -1,4 +1,4 @@
-"""Reply generators: the OpenAI SDK for real, and a clearly labelled offline one for a first run.
+"""Reply generators: a chat model through the OpenAI SDK's client, and a clearly labelled offline one for a first run.
 
 Both answer through one typed contract (`ModelReply`, the JSON schema `REPLY_SCHEMA` that OpenAI's structured
 outputs enforce): the reply text, an action (`reply`, `handoff` to a person, or `no_reply`), and the knowledge
@@ -139,8 +139,19 @@ class OpenAIReplyGenerator:
     """Asks an OpenAI-compatible chat model for the reply. The SDK's own retries are off: attempts are ours."""
 
     def __init__(self, *, client: openai.OpenAI, model: str) -> None:
+        if not client.api_key:
+            raise ValueError("the OpenAI client has no API key (OPENAI_API_KEY)")
         self._client = client
         self._model = model
+        # The request is the one the SDK's `chat.completions.create` sends (URL, headers, JSON body, timeout),
+        # sent through the SDK's own httpx client (its connection pool, proxies, CA and redirect settings),
+        # without the SDK's request machinery around it: per call, that machinery (options models, header
+        # merging, retry bookkeeping) cost as much CPU as the HTTP exchange itself. What it would add for us
+        # is nothing: retries are off (attempts are ours) and the key is a fixed bearer token.
+        self._http: httpx2.Client = client._client  # the SDK's client: no public accessor
+        self._url = f"{str(client.base_url).rstrip('/')}/chat/completions"
+        self._timeout = client.timeout
+        self._headers = _request_headers(client)
 
     @classmethod
     def from_settings(
@@ -160,31 +171,22 @@ class OpenAIReplyGenerator:
         if knowledge:
             messages.append({"role": "system", "content": knowledge_message(knowledge)})
         messages += [{"role": turn.role, "content": turn_content(turn)} for turn in conversation]
+        body = {"model": self._model, "messages": messages, "response_format": RESPONSE_FORMAT}
         try:
-            # The SDK's low-level post: its auth, base URL, timeout, no retries (max_retries=0) and its error
-            # classes, without `chat.completions.create`'s per-call costs (a typing-driven transform of the
-            # params and a pydantic model of the answer: about half the call's CPU). The body is the one
-            # `create` sends for these three arguments, key for key; `security` is what `create` passes.
-            response = self._client.post(
-                "/chat/completions",
-                body={"model": self._model, "messages": messages, "response_format": RESPONSE_FORMAT},
-                options={"security": {"bearer_auth": True}},
-                cast_to=httpx2.Response,
-            )
-        except openai.RateLimitError as exc:
-            raise ReplyTransientError(self._describe(exc), retry_after=_retry_after(exc)) from exc
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise ReplyTransientError(f"OpenAI {type(exc).__name__}") from exc
-        except openai.APIStatusError as exc:
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                raise ReplyTransientError(self._describe(exc), retry_after=_retry_after(exc)) from exc
-            if exc.status_code in CONFIGURATION_STATUSES:
-                raise ReplyConfigurationError(
-                    self._describe(exc), check=CONFIGURATION_STATUSES[exc.status_code]
-                ) from exc
-            raise ReplyPermanentError(self._describe(exc)) from exc
-        except openai.OpenAIError as exc:
-            raise ReplyTransientError(f"OpenAI {type(exc).__name__}: {self._scrub(str(exc))[:200]}") from exc
+            response = self._http.post(self._url, json=body, headers=self._headers, timeout=self._timeout)
+        except httpx2.TimeoutException as exc:
+            # The names the SDK gave these, which staff know from the error log.
+            raise ReplyTransientError("OpenAI APITimeoutError") from exc
+        except (httpx2.HTTPError, httpx2.InvalidURL, httpx2.StreamError) as exc:
+            raise ReplyTransientError(f"OpenAI APIConnectionError ({type(exc).__name__})") from exc
+        if not response.is_success:
+            status = response.status_code
+            described = self._describe(response)
+            if status == 429 or status >= 500 or status in (408, 409):
+                raise ReplyTransientError(described, retry_after=_retry_after(response))
+            if status in CONFIGURATION_STATUSES:
+                raise ReplyConfigurationError(described, check=CONFIGURATION_STATUSES[status])
+            raise ReplyPermanentError(described)
         try:
             completion = json.loads(response.content)
         except ValueError:
@@ -228,8 +230,12 @@ class OpenAIReplyGenerator:
             raise ReplyUnusableError("the model returned an empty reply")
         return parse_model_answer(content)
 
-    def _describe(self, exc: openai.APIStatusError) -> str:
-        return f"OpenAI http={exc.status_code} {type(exc).__name__}: {self._scrub(str(exc.message))[:200]}"
+    def _describe(self, response: httpx2.Response) -> str:
+        """`OpenAI http=429 RateLimitError: <the provider's message>`, the key scrubbed from it."""
+        name = _STATUS_ERRORS.get(response.status_code, openai.APIStatusError).__name__
+        if response.status_code >= 500:
+            name = openai.InternalServerError.__name__
+        return f"OpenAI http={response.status_code} {name}: {self._scrub(_error_message(response))[:200]}"
 
     def _scrub(self, text: str) -> str:
         # The provider's error text can quote our key back ("Incorrect API key provided: sk-..."), and it
@@ -296,8 +302,44 @@ def fit_to_whatsapp(text: str, limit: int = WHATSAPP_TEXT_LIMIT) -> str:
     return cut.rstrip() + "\u2026"
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+def _request_headers(client: openai.OpenAI) -> dict[str, str]:
+    """The headers the SDK sends with a chat completion, worked out once: its defaults (user agent, platform,
+    organization and project when set), the bearer key, and the retry count and read timeout it reports."""
+    headers = {key: value for key, value in client.default_headers.items() if isinstance(value, str)}
+    headers["Authorization"] = f"Bearer {client.api_key}"
+    headers["x-stainless-retry-count"] = "0"
+    timeout = client.timeout
+    read = timeout.read if isinstance(timeout, httpx2.Timeout) else timeout
+    if read is not None:
+        headers["x-stainless-read-timeout"] = str(read)
+    return headers
+
+
+# The SDK's error class for each status (its `_make_status_error`), by name in the error lines staff read.
+_STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
+    400: openai.BadRequestError,
+    401: openai.AuthenticationError,
+    403: openai.PermissionDeniedError,
+    404: openai.NotFoundError,
+    409: openai.ConflictError,
+    422: openai.UnprocessableEntityError,
+    429: openai.RateLimitError,
+}
+
+
+def _error_message(response: httpx2.Response) -> str:
+    """The provider's own words: `error.message` of a JSON error body, else the body's text."""
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return response.text.strip()
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return str(message) if message else json.dumps(body)
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
     except ValueError:

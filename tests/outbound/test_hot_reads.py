@@ -121,6 +121,14 @@ def test_the_contact_state_is_read_again_with_aware_datetimes():
         user.pk,
     )
     assert stale.bot_paused(now=now)
+    assert all(
+        timezone.is_aware(value) for value in (stale.bot_paused_at, stale.bot_human_at, stale.opted_out_at)
+    )
+    Contact.objects.filter(pk=who.pk).update(
+        bot_paused_at=None, bot_human_at=None, opted_out_at=None, opted_out_by=None
+    )
+    assert contact_state_refresh(stale) is True
+    assert (stale.bot_paused_at, stale.bot_human_at, stale.opted_out_at, stale.opted_out_by_id) == (None,) * 4
     Contact.objects.filter(pk=who.pk).delete()
     assert contact_state_refresh(stale) is False
 

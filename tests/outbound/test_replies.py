@@ -261,7 +261,7 @@ def test_the_offline_generator_hands_off_when_asked_for_a_person():
     assert (reply.action, reply.text) == (ReplyAction.HANDOFF, "")
 
 
-# ------------------------------------------------------------------------- the SDK's low-level post, not create
+# ------------------------------------------------------------- the request create would send, without the SDK's machinery
 @pytest.mark.parametrize(
     ("conversation", "knowledge"),
     [
@@ -273,8 +273,8 @@ def test_the_offline_generator_hands_off_when_asked_for_a_person():
     ],
 )
 def test_the_request_is_byte_for_byte_the_one_the_typed_sdk_call_sends(conversation, knowledge):
-    # generate() posts through the SDK's low-level `post` (no param transform, no pydantic answer): what goes
-    # on the wire must stay what `chat.completions.create` sent with the same arguments.
+    # generate() sends its request through the SDK's httpx client without the SDK's request machinery: what
+    # goes on the wire (URL, headers, body, timeout) must stay what `chat.completions.create` sends.
     sent: list[httpx2.Request] = []
     answer = {"reply": "hi", "action": "reply", "knowledge_used": []}
 
@@ -338,7 +338,7 @@ def test_a_429_gives_its_retry_after_and_a_401_names_the_key(server):
     with pytest.raises(ReplyTransientError) as limited:
         generator(server).generate(system_prompt="s", conversation=CONVERSATION)
     assert (type(limited.value), limited.value.retry_after) == (ReplyTransientError, 2.5)
-    assert "http=429 RateLimitError" in str(limited.value)
+    assert "http=429 RateLimitError: Rate limit reached" in str(limited.value)
     with pytest.raises(ReplyConfigurationError) as refused:
         generator(server).generate(system_prompt="s", conversation=CONVERSATION)
     assert refused.value.check == "OPENAI_API_KEY"
@@ -379,3 +379,52 @@ def test_a_completion_of_the_wrong_shape_is_unusable(server, completion, message
     server.plan.scripted = [(200, completion)]
     with pytest.raises(ReplyUnusableError, match=message):
         generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "described"),
+    [
+        (503, Reply(503, b"<html>upstream down</html>", "text/html"), "http=503 InternalServerError: <html>"),
+        (
+            422,
+            Reply(422, b'{"detail": "bad"}', "application/json"),
+            'http=422 UnprocessableEntityError: {"detail"',
+        ),
+        (418, Reply(418, b"", "text/plain"), "http=418 APIStatusError: "),
+    ],
+)
+def test_an_error_answer_is_described_by_status_class_and_the_providers_words(
+    server, status, answer, described
+):
+    server.plan.scripted = [(status, answer)]
+    with pytest.raises((ReplyTransientError, ReplyPermanentError)) as raised:
+        generator(server).generate(system_prompt="s", conversation=CONVERSATION)
+    assert str(raised.value).startswith(f"OpenAI {described}")
+    assert isinstance(raised.value, ReplyTransientError) == (status >= 500)
+
+
+def test_a_client_without_a_key_is_refused_when_built():
+    client = openai.OpenAI(api_key="placeholder", base_url="http://openai.test/v1", max_retries=0)
+    client.api_key = ""
+    with pytest.raises(ValueError, match="OPENAI_API_KEY"):
+        OpenAIReplyGenerator(client=client, model="m")
+
+
+def test_the_read_timeout_header_follows_an_httpx_timeout():
+    client = openai.OpenAI(
+        api_key=KEY, base_url="http://openai.test/v1", max_retries=0, timeout=httpx2.Timeout(9.0, read=30.0)
+    )
+    sent: list[httpx2.Request] = []
+    typed = openai.OpenAI(
+        api_key=KEY,
+        base_url="http://openai.test/v1",
+        max_retries=0,
+        timeout=httpx2.Timeout(9.0, read=30.0),
+        http_client=httpx2.Client(
+            transport=httpx2.MockTransport(lambda r: sent.append(r) or httpx2.Response(400))
+        ),
+    )
+    with pytest.raises(openai.BadRequestError):
+        typed.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    headers = OpenAIReplyGenerator(client=client, model="m")._headers
+    assert headers["x-stainless-read-timeout"] == sent[0].headers["x-stainless-read-timeout"] == "30.0"
