@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data"
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     """`@pytest.mark.postgres` (the one PostgreSQL-only marker): real row locks, concurrent connections or
     processes sharing the test database. Skipped on SQLite."""
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if settings.DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "outbound.postgresql"):
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://...")
     for item in items:
