@@ -180,12 +180,16 @@ class OutboundJob(PeopleTransitions, models.Model):
         event: Event,
         fence: uuid.UUID | None = None,
         require_unclaimed: bool = False,
+        require_unsent: bool = False,
         error: str | None = None,
         log: dict[str, Any] | None = None,
         unless_paused_at: datetime | None = None,
         **fields: Any,
     ) -> None:
         """Move to `to` with one conditional UPDATE; raise if illegal or if the row changed under us.
+
+        `require_unsent`: refuse it (JobChanged) when a send has started on the row (`send_started_at` set), even
+        if it started after this instance was read.
 
         `unless_paused_at`: refuse the move with `BotPaused` when the contact's bot is paused at that time
         (`bot_paused_q`) or the contact opted out (checked in the same UPDATE, so nothing can slip in between
@@ -214,6 +218,7 @@ class OutboundJob(PeopleTransitions, models.Model):
             fenced=fence is not None,
             unclaimed=require_unclaimed,
             unless_paused=paused,
+            unsent=require_unsent,
         )
         where = [OutboundJob.id.field.get_db_prep_value(self.pk, connection), self.status]
         if fence is not None:
@@ -404,11 +409,14 @@ class OutboundJob(PeopleTransitions, models.Model):
         error: str,
         log: dict[str, Any] | None = None,
         usage: TokenUsage | None = None,
+        require_unsent: bool = False,
     ) -> None:
         """Give up; staff read the reason in `error_log` and can retry.
 
         Only for failures where nothing can have reached Meta (an error answer, a refused request);
         a send that may have gone out is `mark_send_uncertain` / `mark_stale_send_unsettled` instead.
+        `require_unsent`: for a caller that is not the claim's worker (stale recovery), which read the row
+        before its worker could start a send.
         """
         code = (log or {}).get("code")
         usage_fields: dict[str, Any] = self.usage_fields(usage)
@@ -416,6 +424,7 @@ class OutboundJob(PeopleTransitions, models.Model):
             self.Status.FAILED,
             event=Event.FAILED,
             fence=token,
+            require_unsent=require_unsent,
             error=error,
             log=log,
             claim_token=None,
@@ -462,6 +471,9 @@ class OutboundJob(PeopleTransitions, models.Model):
             to,
             event=Event.STALE_RELEASED,
             fence=self.claim_token,
+            # The worker may be alive after all and start its send after recovery read the row: then the
+            # send may reach Meta, and releasing the claim would let another worker send it again.
+            require_unsent=True,
             claim_token=None,
             claimed_at=None,
             error=f"phase=recovery claim by {self.claimed_by or '?'} from {self.claimed_at:%Y-%m-%d %H:%M:%S} "

@@ -47,11 +47,13 @@ def transition_sql(
     fenced: bool,
     unclaimed: bool,
     unless_paused: str | None,
+    unsent: bool = False,
 ) -> TransitionSQL:
     """The statements of one shape, built on first use.
 
     `names`: the fields set, as the caller named them (a foreign key by its name or its attname). `fenced`:
-    the row must carry a claim token (one parameter); `unclaimed`: it must carry none. `unless_paused`: the
+    the row must carry a claim token (one parameter); `unclaimed`: it must carry none; `unsent`: no send may have
+    started on it (`send_started_at` NULL). `unless_paused`: the
     contact's paused predicate on `CONTACT_ALIAS` (`bot_paused_sql`); with it the UPDATE also requires that the
     job's contact be neither paused nor opted out.
 
@@ -59,11 +61,17 @@ def transition_sql(
     token when fenced, and last those of `unless_paused` (the SELECT takes the same without the SET values
     and `unless_paused`'s).
     """
-    key = (connection.alias, model, names, fenced, unclaimed, unless_paused)
+    key = (connection.alias, model, names, fenced, unclaimed, unless_paused, unsent)
     statement = _STATEMENTS.get(key)
     if statement is None:
         built = _build(
-            model, connection, names, fenced=fenced, unclaimed=unclaimed, unless_paused=unless_paused
+            model,
+            connection,
+            names,
+            fenced=fenced,
+            unclaimed=unclaimed,
+            unless_paused=unless_paused,
+            unsent=unsent,
         )
         statement = _STATEMENTS.setdefault(key, built)
     return statement
@@ -90,6 +98,7 @@ def _build(
     fenced: bool,
     unclaimed: bool,
     unless_paused: str | None,
+    unsent: bool,
 ) -> TransitionSQL:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
@@ -104,6 +113,8 @@ def _build(
         conditions.append(f"{token} = %s")
     if unclaimed:
         conditions.append(f"{token} IS NULL")
+    if unsent:
+        conditions.append(f"{table}.{_column(connection, _field(model, 'send_started_at'))} IS NULL")
     where = " AND ".join(conditions)
     assignments = ", ".join(f"{_column(connection, field)} = %s" for field in fields)
     update = f"UPDATE {table} SET {assignments} WHERE {where}"  # noqa: S608 - names from _meta, values as parameters

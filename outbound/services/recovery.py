@@ -48,12 +48,15 @@ def outbound_jobs_recover(
                     token=job.claim_token,
                     error=f"attempt={job.attempts} phase=recovery the worker holding this job stopped "
                     f"responding {job.attempts} times; gave up",
+                    require_unsent=True,
                 )
                 counts.unsettled += 1
             else:
                 job.mark_stale_released()
                 counts.released += 1
         except JobChanged:
+            # Moved since it was read: finished, claimed again, or its send started (a worker that only
+            # looked dead). The next recovery sees it as it is now.
             continue
     for job in OutboundJob.objects.awaiting_template_fallback().order_by("pk"):
         try:
