@@ -322,7 +322,8 @@ class WhatsAppClient:
         if response.is_redirect:
             # Graph answers API calls itself; a redirect comes from a wrong WHATSAPP_GRAPH_URL (http://) or a
             # proxy's login page, and means Meta processed nothing: retried, never "may have been sent".
-            where = urlsplit(response.headers.get("Location", "")).netloc or "?"
+            # The host only: a proxy's Location can carry credentials (user:password@) or a token.
+            where = urlsplit(response.headers.get("Location", "")).hostname or "?"
             raise GraphConnectError(
                 f"the Graph API request was redirected ({response.status_code} to {where}), nothing was sent:"
                 " check WHATSAPP_GRAPH_URL and any proxy"

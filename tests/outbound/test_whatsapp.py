@@ -196,15 +196,20 @@ def test_failures_before_the_request_left_are_connect_errors(client, graph, erro
         client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
 
 
-@pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_a_redirect_is_never_followed_and_never_taken_for_a_send(client, graph, status):
+@pytest.mark.parametrize(
+    ("status", "location"),
+    [
+        (301, "https://login.proxy.example/?next=/x&t=s3cret"),
+        (302, "https://alice:s3cret@login.proxy.example/"),
+        (307, "https://login.proxy.example:8443/s3cret"),
+        (308, "https://login.proxy.example/?next=/x&t=s3cret"),
+    ],
+)
+def test_a_redirect_is_never_followed_and_never_taken_for_a_send(client, graph, status, location):
     # A proxy's login page or an http:// WHATSAPP_GRAPH_URL: Meta processed nothing, so the send is retried
-    # rather than parked as "may have reached Meta"; the message names where it went (host only).
-    graph.post(
-        GRAPH_MESSAGES_URL,
-        status=status,
-        headers={"Location": "https://login.proxy.example/?next=/x&t=s3cret"},
-    )
+    # rather than parked as "may have reached Meta"; the message names where it went (host only: no
+    # credentials, path or query from the Location).
+    graph.post(GRAPH_MESSAGES_URL, status=status, headers={"Location": location})
     with pytest.raises(GraphConnectError, match=rf"redirected \({status} to login.proxy.example\)") as raised:
         client.send_text(to=TO, body="x", reply_to=None, callback_data="k")
     assert "s3cret" not in str(raised.value)
