@@ -255,7 +255,13 @@ class Worker:
         if self.fatal is not None:
             return []
         _drop_broken_connection()
-        jobs = outbound_jobs_claim(limit=limit, worker_id=self.worker_id, exclude_ids=attempted)
+        try:
+            jobs = outbound_jobs_claim(limit=limit, worker_id=self.worker_id, exclude_ids=attempted)
+        except ConfigurationError as exc:
+            self.fatal = exc
+            self.stop()
+            logger.error("configuration_error %s", exc)
+            return []
         self.summary.claimed += len(jobs)
         return jobs
 

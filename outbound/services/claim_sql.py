@@ -32,9 +32,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.utils import timezone
 
+from outbound.exceptions import ConfigurationError
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.models.states import CLAIMABLE_STATUSES, SENT_WHILE_PAUSED, Event, JobKind, JobStatus
 
@@ -56,7 +57,9 @@ def claim_jobs(*, limit: int, worker_id: str, now: datetime, exclude_ids: Iterab
     conn = connections[DEFAULT_DB_ALIAS]
     exclude = sorted(set(exclude_ids))
     statement = _statement(conn.alias)
-    with conn.cursor() as cursor:
+    # As QuerySet.update does: a failure marks a caller's atomic block for rollback.
+    with transaction.mark_for_rollback_on_error(using=conn.alias), conn.cursor() as cursor:
+        _require_read_committed(conn, cursor)
         cursor.execute(
             statement.sql,
             [
@@ -66,6 +69,29 @@ def claim_jobs(*, limit: int, worker_id: str, now: datetime, exclude_ids: Iterab
         )
         cursor.nextset()  # the first result is the setting's value
         return read_claim_rows(cursor.fetchall())
+
+
+_READ_COMMITTED_CONNECTIONS: set[tuple[int, int]] = set()
+
+
+def _require_read_committed(conn: Any, cursor: Any) -> None:
+    """Once per database connection: refuse to claim under any isolation level but READ COMMITTED.
+
+    The second statement must see what other claims committed after the first one's snapshot. Check
+    outbound.E011 refuses a level set in DATABASES' OPTIONS; this catches one set on the server, the database
+    or the role (`default_transaction_isolation`), which no setting of ours shows.
+    """
+    key = (id(conn.connection), conn.connection.info.backend_pid)
+    if key in _READ_COMMITTED_CONNECTIONS:
+        return
+    cursor.execute("SELECT current_setting('transaction_isolation')")
+    (level,) = cursor.fetchone()
+    if level != "read committed":
+        raise ConfigurationError(
+            f"PostgreSQL runs this connection at isolation level {level!r} (default_transaction_isolation of"
+            " the server, database or role): the worker's claim needs 'read committed', PostgreSQL's default"
+        )
+    _READ_COMMITTED_CONNECTIONS.add(key)
 
 
 def candidates_params(*, limit: int, now: datetime, exclude: list[int]) -> list[Any]:

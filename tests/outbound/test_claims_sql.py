@@ -3,6 +3,7 @@ claim, the same log lines, jobs that need no further query, and rows held by oth
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import threading
@@ -13,9 +14,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from outbound.exceptions import ConfigurationError
 from outbound.models import Contact, InboundMessage, OutboundJob
 from outbound.services import claim_sql
 from outbound.services.claims import _claim_with_orm, outbound_jobs_claim, outbound_jobs_claimable_exist
@@ -283,6 +287,9 @@ def test_a_contact_with_a_job_in_flight_is_skipped():
 
 @pytest.mark.django_db
 def test_a_claim_is_one_round_trip_and_its_jobs_need_no_further_query(django_assert_num_queries):
+    outbound_jobs_claim(
+        limit=1, worker_id="w0"
+    )  # the connection's first claim also reads its isolation level
     bot = make_job(contact=make_contact(wa_id="15551000001"), knowledge=[{"id": 3, "title": "Prices"}])
     staff = staff_job(make_contact(wa_id="15551000002"))
     with django_assert_num_queries(1):
@@ -428,3 +435,33 @@ def test_racing_claimers_take_each_job_once_and_one_job_per_contact():
 def test_the_statement_is_built_once():
     assert claim_sql._statement("default") is claim_sql._statement("default")
     assert InboundMessage._meta.db_table in claim_sql._statement("default").sql
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_isolation_level_is_read_once_per_connection(django_assert_num_queries):
+    connection.close()
+    with django_assert_num_queries(2) as first:
+        assert outbound_jobs_claim(limit=1, worker_id="w1") == []
+    assert "transaction_isolation" in first.captured_queries[0]["sql"]
+    with django_assert_num_queries(1):
+        assert outbound_jobs_claim(limit=1, worker_id="w1") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_or_role_defaulting_to_repeatable_read_stops_the_worker_naming_the_level():
+    job = make_job(contact=make_contact(wa_id="15551000009"))
+    # Not in DATABASES' OPTIONS (check E011 refuses it there), but set on the database itself.
+    name = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+    try:
+        connection.close()  # a new connection takes the database's default
+        with pytest.raises(ConfigurationError, match=r"'repeatable read'.*needs 'read committed'"):
+            outbound_jobs_claim(limit=1, worker_id="w1")
+        with pytest.raises(CommandError, match="needs 'read committed'"):
+            call_command("run_outbound_jobs", "--until-idle", stdout=io.StringIO())
+        assert (fresh(job).status, fresh(job).claim_token) == (S.PENDING, None)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" RESET default_transaction_isolation')
+        connection.close()
