@@ -71,18 +71,15 @@ def claim_jobs(*, limit: int, worker_id: str, now: datetime, exclude_ids: Iterab
         return read_claim_rows(cursor.fetchall())
 
 
-_READ_COMMITTED_CONNECTIONS: set[tuple[int, int]] = set()
-
-
 def _require_read_committed(conn: Any, cursor: Any) -> None:
     """Once per database connection: refuse to claim under any isolation level but READ COMMITTED.
 
     The second statement must see what other claims committed after the first one's snapshot. Check
     outbound.E011 refuses a level set in DATABASES' OPTIONS; this catches one set on the server, the database
-    or the role (`default_transaction_isolation`), which no setting of ours shows.
+    or the role (`default_transaction_isolation`), which no setting of ours shows. The connection checked is
+    remembered on Django's wrapper (one per thread), so a reconnection is checked again.
     """
-    key = (id(conn.connection), conn.connection.info.backend_pid)
-    if key in _READ_COMMITTED_CONNECTIONS:
+    if getattr(conn, "_outbound_read_committed", None) is conn.connection:
         return
     cursor.execute("SELECT current_setting('transaction_isolation')")
     (level,) = cursor.fetchone()
@@ -91,7 +88,7 @@ def _require_read_committed(conn: Any, cursor: Any) -> None:
             f"PostgreSQL runs this connection at isolation level {level!r} (default_transaction_isolation of"
             " the server, database or role): the worker's claim needs 'read committed', PostgreSQL's default"
         )
-    _READ_COMMITTED_CONNECTIONS.add(key)
+    conn._outbound_read_committed = conn.connection
 
 
 def candidates_params(*, limit: int, now: datetime, exclude: list[int]) -> list[Any]:
