@@ -29,6 +29,7 @@ from django.views.decorators.http import require_http_methods
 
 from outbound.inbound import ParsedWebhook
 from outbound.numbers import served_phone_number_ids
+from outbound.postgresql.base import reconnecting_once
 from outbound.services.ingest import RETRY_LATER, IngestResult, webhook_ingest, webhook_ingest_each
 from webhooks.payloads import load_payload, parse_webhook
 from webhooks.signatures import verify_signature
@@ -110,7 +111,9 @@ def _receive(request: HttpRequest) -> HttpResponse:
 
 def _ingest(parsed: ParsedWebhook) -> IngestResult:
     try:
-        return webhook_ingest(parsed=parsed)
+        # Storing a POST is idempotent (a redelivery stores nothing twice), so a stale connection costs a
+        # second try rather than a health-check round trip on every POST.
+        return reconnecting_once(lambda: webhook_ingest(parsed=parsed))
     except RETRY_LATER:
         raise
     except Exception as exc:
