@@ -304,9 +304,15 @@ def fit_to_whatsapp(text: str, limit: int = WHATSAPP_TEXT_LIMIT) -> str:
 
 def _request_headers(client: openai.OpenAI) -> dict[str, str]:
     """The headers the SDK sends with a chat completion, worked out once: its defaults (user agent, platform,
-    organization and project when set), the bearer key, and the retry count and read timeout it reports."""
-    headers = {key: value for key, value in client.default_headers.items() if isinstance(value, str)}
-    headers["Authorization"] = f"Bearer {client.api_key}"
+    organization and project when set, a client's own `default_headers`), the bearer key unless those set an
+    Authorization of their own (as the SDK merges them), and the retry count and read timeout it reports."""
+    defaults = {key: value for key, value in client.default_headers.items() if isinstance(value, str)}
+    auth = (
+        {}
+        if any(key.lower() == "authorization" for key in defaults)
+        else {"Authorization": f"Bearer {client.api_key}"}
+    )
+    headers = {**auth, **defaults}
     headers["x-stainless-retry-count"] = "0"
     timeout = client.timeout
     read = timeout.read if isinstance(timeout, httpx2.Timeout) else timeout

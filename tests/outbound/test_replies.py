@@ -272,7 +272,7 @@ def test_the_offline_generator_hands_off_when_asked_for_a_person():
         ),
     ],
 )
-def test_the_request_is_byte_for_byte_the_one_the_typed_sdk_call_sends(conversation, knowledge):
+def test_the_request_has_the_url_body_header_values_and_timeout_of_the_typed_sdk_call(conversation, knowledge):
     # generate() sends its request through the SDK's httpx client without the SDK's request machinery: what
     # goes on the wire (URL, headers, body, timeout) must stay what `chat.completions.create` sends.
     sent: list[httpx2.Request] = []
@@ -428,3 +428,16 @@ def test_the_read_timeout_header_follows_an_httpx_timeout():
         typed.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     headers = OpenAIReplyGenerator(client=client, model="m")._headers
     assert headers["x-stainless-read-timeout"] == sent[0].headers["x-stainless-read-timeout"] == "30.0"
+
+
+def test_an_authorization_of_the_clients_own_headers_wins_as_in_the_sdk():
+    client = openai.OpenAI(
+        api_key=KEY,
+        base_url="http://openai.test/v1",
+        max_retries=0,
+        default_headers={"authorization": "Bearer gateway-token"},
+    )
+    headers = OpenAIReplyGenerator(client=client, model="m")._headers
+    assert [value for key, value in headers.items() if key.lower() == "authorization"] == [
+        "Bearer gateway-token"
+    ]

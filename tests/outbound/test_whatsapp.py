@@ -19,6 +19,7 @@ from outbound.whatsapp import (
     USER_AGENT,
     Recipient,
     WhatsAppClient,
+    _prepared_url,
     buttons_message,
     template_message,
     text_message,
@@ -518,6 +519,7 @@ def test_each_call_sends_what_requests_prepare_makes(graph, base_url, session_he
     # The request handed to the adapter, field by field and header by header (in order), is the one
     # `PreparedRequest.prepare()` makes from the same method, URL, headers, JSON and params. Each call is made
     # twice: once preparing its URL, once from the cache.
+    _prepared_url.cache_clear()
     session = requests.Session()
     session.headers.update(session_headers)
     client = WhatsAppClient(
