@@ -10,7 +10,8 @@
    Fakes answer at once, so the model's and Graph's own time is not in it.
 2. Peak sends in any one second at the fake Graph, three worker processes, OUTBOUND_MAX_SENDS_PER_SECOND=10.
 3. CPU per job: one worker process, --concurrency 1, zero-latency fakes, limit out of the way; CPU time
-   (user + system, from wait4) of a run with N jobs minus that of a run with none (start-up excluded).
+   (user + system, from wait4) of a run with N jobs minus that of a run with none (start-up excluded); the median
+   of three such runs (one with --short).
 4. CPU per POST and per verification GET: gunicorn with one worker, CPU time of that worker process
    (the scheduler's nanoseconds, /proc/<pid>/task/*/schedstat) across 1000 requests of each, one at a time, in five rounds of GETs then POSTs; each POST one message from a new contact,
    in Meta's 2026 shape (number and business-scoped user id).
@@ -199,11 +200,14 @@ def cpu_per_job(
             return usage.ru_utime + usage.ru_stime
 
         startup = min(run(0) for _ in range(2))
-        total = run(jobs)
+        # Three runs, the median reported and all three shown: the machine's speed drifts by ±10 % from one
+        # minute to the next, which one run would pass on as the figure.
+        per_job = sorted((run(jobs) - startup) / jobs * 1000 for _ in range(1 if short else 3))
         result: dict[str, Any] = {
             "jobs": jobs,
             "startup_cpu": startup,
-            "cpu_per_job_ms": (total - startup) / jobs * 1000,
+            "cpu_per_job_ms": per_job[len(per_job) // 2],
+            "runs_ms": per_job,
         }
         if profile:
             out = logdir / "worker.prof"
@@ -358,7 +362,8 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
         out.append(
             (
                 f"worker CPU per job ({job['jobs']} jobs, c=1, zero-latency fakes)",
-                f"{job['cpu_per_job_ms']:.1f} ms (start-up {job['startup_cpu'] * 1000:.0f} ms excluded)",
+                f"{job['cpu_per_job_ms']:.1f} ms (median of {'/'.join(f'{ms:.1f}' for ms in job['runs_ms'])};"
+                f" start-up {job['startup_cpu'] * 1000:.0f} ms excluded)",
                 f"{'met' if job['cpu_per_job_ms'] <= 6 else 'MISSED'}: ≤ 6 ms",
             )
         )
