@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -82,6 +83,55 @@ def _contact_state_converters() -> list[tuple[str, list[tuple[Any, Any]]]]:
         converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         columns.append((field.attname, [(convert, column) for convert in converters]))
     return columns
+
+
+@dataclass(frozen=True)
+class BotJobFacts:
+    """What a bot reply reads before its model call, besides the contact's state (`bot_job_facts`)."""
+
+    has_media: bool
+    """Whether the contact ever sent a message of the media types asked about, with a media id."""
+    folded_taps: list[Any]
+    """The raw payloads of the interactive messages whose jobs were folded into this job."""
+
+
+def bot_job_facts(contact: Contact, *, job_id: int, media_types: tuple[str, ...]) -> BotJobFacts | None:
+    """`contact_state_refresh`, `contact_has_media` and `folded_interactive_payloads` in one statement (a bot
+    reply needs all three, one after the other); None, with nothing refreshed, when the contact is gone.
+
+    One row per folded tap (at least one): the contact's columns and the media flag repeat on each.
+    """
+    placeholders = ", ".join(["%s"] * len(media_types))
+    sql = _bot_job_facts_sql().format(placeholders=placeholders)
+    rows = _fetch(sql, [*media_types, job_id, InboundMessage.Type.INTERACTIVE, contact.pk])
+    if not rows:
+        return None
+    width = len(CONTACT_STATE_FIELDS)
+    for (attname, converters), value in zip(_contact_state_converters(), rows[0][:width], strict=True):
+        for convert, expression in converters:
+            value = convert(value, expression, connection)
+        setattr(contact, attname, value)
+    taps = [_json(row[width + 1]) for row in rows if row[width + 1] is not None]
+    return BotJobFacts(has_media=bool(rows[0][width]), folded_taps=taps)
+
+
+@functools.cache
+def _bot_job_facts_sql() -> str:
+    c, m, j = Contact, InboundMessage, OutboundJob
+    state = ", ".join(f"c.{_col(c, name)}" for name in CONTACT_STATE_FIELDS)
+    has_media = (
+        f"CASE WHEN EXISTS (SELECT 1 FROM {_table(m)} hm WHERE hm.{_col(m, 'contact')} = c.{_col(c, 'id')}"
+        f" AND hm.{_col(m, 'type')} IN ({{placeholders}}) AND hm.{_col(m, 'media_id')} <> '') THEN 1 ELSE 0 END"
+    )
+    taps = (
+        f"SELECT fm.{_col(m, 'raw')} AS raw FROM {_table(m)} fm"
+        f" JOIN {_table(j)} fj ON fj.{_col(j, 'inbound_message')} = fm.{_col(m, 'id')}"
+        f" WHERE fj.{_col(j, 'superseded_by')} = %s AND fm.{_col(m, 'type')} = %s"
+    )
+    return (
+        f"SELECT {state}, {has_media}, t.raw FROM {_table(c)} c LEFT JOIN ({taps}) t ON 1 = 1"
+        f" WHERE c.{_col(c, 'id')} = %s"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- media

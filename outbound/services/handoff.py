@@ -227,12 +227,17 @@ def outbound_job_step_back(*, job: OutboundJob, token: uuid.UUID, why: str) -> N
     _note_waiting(job)
 
 
-def outbound_job_asks_for_a_person(*, job: OutboundJob) -> bool:
+def outbound_job_asks_for_a_person(*, job: OutboundJob, folded_taps: list[Any] | None = None) -> bool:
     """Whether the customer tapped "Talk to a person" in the messages this job answers (its own, or one
-    folded into it), so that the tap hands off even when the customer kept typing after it."""
+    folded into it), so that the tap hands off even when the customer kept typing after it.
+
+    `folded_taps`: the folded interactive messages' payloads when the caller has read them already
+    (`hot_reads.bot_job_facts`); else they are read here."""
     if job.inbound_message is not None and is_handoff_tap(job.inbound_message.raw):
         return True
-    return any(is_handoff_tap(raw) for raw in folded_interactive_payloads(job.pk))
+    if folded_taps is None:
+        folded_taps = folded_interactive_payloads(job.pk)
+    return any(is_handoff_tap(raw) for raw in folded_taps)
 
 
 def outbound_job_hand_off(

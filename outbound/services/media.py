@@ -83,12 +83,15 @@ def outbound_job_prepare_media(
     transcriber: Transcriber,
     max_bytes: int,
     last_attempt: bool = False,
+    has_media: bool | None = None,
 ) -> MediaPhase:
     """Fetch and prepare the voice notes and images of the messages this job answers (its own and those folded
-    into it), oldest first. Raises MediaTransientError (retry later) or MediaConfigurationError (our setting)."""
+    into it), oldest first. Raises MediaTransientError (retry later) or MediaConfigurationError (our setting).
+
+    `has_media`: whether the contact ever sent one (`FETCHED_TYPES`), when the caller has read it already."""
     started = time.monotonic()
     phase = MediaPhase()
-    for message in answered_media(job=job):
+    for message in answered_media(job=job, has_media=has_media):
         if message.media_status not in (MediaStatus.NONE, MediaStatus.READY):
             continue  # already found unusable: the text asking to resend is stored
         if message.type == InboundMessage.Type.AUDIO and message.media_status == MediaStatus.READY:
@@ -110,7 +113,7 @@ def outbound_job_prepare_media(
     return phase
 
 
-def answered_media(*, job: OutboundJob) -> list[InboundMessage]:
+def answered_media(*, job: OutboundJob, has_media: bool | None = None) -> list[InboundMessage]:
     """The media messages this job answers: its own, and those of the jobs folded into it (one query).
 
     A fold supersedes a contact's older open jobs by the newest; a job folded once and retried can be folded
@@ -119,7 +122,7 @@ def answered_media(*, job: OutboundJob) -> list[InboundMessage]:
     """
     # Most conversations never held a voice note or an image: one indexed look at the contact's messages
     # spares them the fold-chain query below (its joins cost several milliseconds of CPU per job to build).
-    if not contact_has_media(job.contact_id, FETCHED_TYPES):
+    if not (contact_has_media(job.contact_id, FETCHED_TYPES) if has_media is None else has_media):
         return []
     media = InboundMessage.objects.filter(contact_id=job.contact_id, type__in=FETCHED_TYPES).exclude(
         media_id=""

@@ -30,7 +30,7 @@ from outbound.exceptions import (
     ReplyTransientError,
     ReplyUnusableError,
 )
-from outbound.hot_reads import contact_state_refresh
+from outbound.hot_reads import BotJobFacts, bot_job_facts, contact_state_refresh
 from outbound.knowledge import knowledge_search, question_from
 from outbound.models import BotPaused, BotPauseReason, Contact, JobChanged, OutboundJob
 from outbound.models.states import OPT_CONFIRMATIONS
@@ -49,7 +49,7 @@ from outbound.services.handoff import (
     outbound_job_hand_off,
     outbound_job_step_back,
 )
-from outbound.services.media import MediaPhase, outbound_job_prepare_media
+from outbound.services.media import FETCHED_TYPES, MediaPhase, outbound_job_prepare_media
 from outbound.services.optout import opt_out_reason
 from outbound.services.preferences import MARKETING_STOPPED_CODE, contact_record_marketing_preference
 from outbound.services.templates import (
@@ -163,6 +163,15 @@ def _contact_refreshed(job: OutboundJob) -> Contact:
     return contact
 
 
+def _bot_job_refreshed(job: OutboundJob) -> tuple[Contact, BotJobFacts | None]:
+    """`_contact_refreshed`, with what the handoff check and the media phase need read in the same statement
+    (`bot_job_facts`). None for those when the contact was merged away: they then read for themselves."""
+    facts = bot_job_facts(job.contact, job_id=job.pk, media_types=FETCHED_TYPES)
+    if facts is None:
+        return _contact_refreshed(job), None
+    return job.contact, facts
+
+
 def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
     # Loaded with the claim. `last_inbound_at` only grows, so a value read a moment ago can only make the
     # window look shorter than it is: the safe side.
@@ -170,11 +179,12 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
     now = timezone.now()
     if job.kind in OPT_CONFIRMATIONS:
         return _confirm_opt(job, token, config, now=now)
+    facts: BotJobFacts | None = None
     if job.kind == OutboundJob.Kind.BOT:
         # A person may have taken over since the claim read the contact: one small read spares a model call
         # (seconds, and money) whose reply could not be sent anyway (the send's UPDATE refuses it: BotPaused).
         # The same read tells whether the customer opted out (STOP): then nothing is generated or sent.
-        contact = _contact_refreshed(job)
+        contact, facts = _bot_job_refreshed(job)
         if contact.opted_out_at is not None:
             job.mark_no_reply(token=token, why=opt_out_reason(contact), log={"opted_out": True})
             return Outcome.NO_REPLY
@@ -189,20 +199,20 @@ def _generate(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outco
             token=token, content="", send_as=OutboundJob.SendAs.TEMPLATE, log={"in_window": False}
         )
         return Outcome.GENERATED
-    if outbound_job_asks_for_a_person(job=job):
+    if outbound_job_asks_for_a_person(job=job, folded_taps=facts.folded_taps if facts else None):
         return _hand_off(job, token, config, reason=BotPauseReason.CUSTOMER_ASKED)
     # The indicator goes out beside the media phase and the model call, and is waited for (briefly, if at all)
     # only before the reply can go: see _await_typing.
     typing = _start_typing(job, config)
     try:
-        return _answer(job, token, config)
+        return _answer(job, token, config, has_media=facts.has_media if facts else None)
     finally:
         _await_typing(job, typing, config)
 
 
-def _answer(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> Outcome:
+def _answer(job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, has_media: bool | None) -> Outcome:
     """The media phase and the model call: the reply saved (GENERATED), or why there is none."""
-    media = _prepare_media(job, token, config)
+    media = _prepare_media(job, token, config, has_media=has_media)
     if isinstance(media, Outcome):
         return media
     conversation = conversation_for(job=job, limit=config.history_messages, images=media.images)
@@ -355,7 +365,9 @@ def _show_typing(*, job_id: int, message_id: str, phone_number_id: str | None, c
         logger.info("typing_indicator_failed job_id=%s Meta did not answer success=true", job_id)
 
 
-def _prepare_media(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> MediaPhase | Outcome:
+def _prepare_media(
+    job: OutboundJob, token: uuid.UUID, config: WorkerConfig, *, has_media: bool | None
+) -> MediaPhase | Outcome:
     """The media phase (outbound.services.media): its result, or the outcome when the job stops here."""
     if config.media_source is None or config.transcriber is None:
         return MediaPhase()
@@ -366,6 +378,7 @@ def _prepare_media(job: OutboundJob, token: uuid.UUID, config: WorkerConfig) -> 
             transcriber=config.transcriber,
             max_bytes=config.media_max_bytes,
             last_attempt=job.attempts >= config.max_attempts,
+            has_media=has_media,
         )
     except MediaTransientError as exc:
         return _retry_or_fail(job, token, config, phase="media", error=str(exc), retry_after=exc.retry_after)

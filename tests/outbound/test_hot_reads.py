@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from outbound.hot_reads import (
+    BotJobFacts,
+    bot_job_facts,
     contact_has_media,
     contact_state_refresh,
     conversation_rows,
@@ -165,3 +167,58 @@ def test_the_saved_prompt_is_read_each_time():
     assert saved_system_prompt() is None
     ReplySettings.objects.create(pk=ReplySettings.SINGLETON_ID, system_prompt="Be brief.")
     assert saved_system_prompt() == "Be brief."
+
+
+def test_a_bot_jobs_facts_are_the_three_reads_in_one_statement(django_assert_num_queries):
+    who, other = contact(), contact("15550009")
+    user = get_user_model().objects.create(username="staff")
+    newest = OutboundJob.objects.create(
+        contact=who, inbound_message=message(who, 1, at=T0 + timedelta(seconds=9))
+    )
+    tap = {"id": "t", "type": "interactive", "interactive": {"button_reply": {"id": "x", "title": "y"}}}
+    taps = [tap, {**tap, "id": "t2"}]
+
+    def compare(job: OutboundJob) -> None:
+        # Against the separate reads, on a stale copy of the contact each.
+        one, apart = Contact.objects.get(pk=job.contact_id), Contact.objects.get(pk=job.contact_id)
+        Contact.objects.filter(pk=job.contact_id).update(bot_paused_at=T0, opted_out_at=T0, opted_out_by=user)
+        with django_assert_num_queries(1):
+            facts = bot_job_facts(one, job_id=job.pk, media_types=FETCHED_TYPES)
+        assert contact_state_refresh(apart) is True
+        state = ("bot_paused_at", "bot_human_at", "opted_out_at", "opted_out_by_id")
+        assert [getattr(one, name) for name in state] == [getattr(apart, name) for name in state]
+        assert facts == BotJobFacts(
+            has_media=contact_has_media(job.contact_id, FETCHED_TYPES),
+            folded_taps=folded_interactive_payloads(job.pk),
+        )
+        Contact.objects.filter(pk=job.contact_id).update(
+            bot_paused_at=None, opted_out_at=None, opted_out_by=None
+        )
+
+    compare(newest)  # no media, nothing folded
+    for n, raw in enumerate(taps, start=2):
+        folded = message(who, n, at=T0, type="interactive", raw=raw)
+        OutboundJob.objects.create(
+            contact=who, inbound_message=folded, status=OutboundJob.Status.SUPERSEDED, superseded_by=newest
+        )
+    typed = message(who, 5, at=T0)
+    OutboundJob.objects.create(
+        contact=who, inbound_message=typed, status=OutboundJob.Status.SUPERSEDED, superseded_by=newest
+    )
+    message(other, 6, at=T0, type="image", media_id="m-6")  # another contact's media
+    compare(newest)  # two taps, no media of its own
+    message(who, 7, at=T0, type="audio", media_id="m-7")
+    compare(newest)  # two taps and media
+    assert sorted(
+        t["id"] for t in bot_job_facts(who, job_id=newest.pk, media_types=FETCHED_TYPES).folded_taps
+    ) == [
+        "t",
+        "t2",
+    ]
+    compare(OutboundJob.objects.create(contact=other))  # media, nothing folded
+
+    gone = Contact.objects.get(pk=who.pk)
+    OutboundJob.objects.filter(contact=who).delete()
+    InboundMessage.objects.filter(contact=who).delete()
+    Contact.objects.filter(pk=who.pk).delete()
+    assert bot_job_facts(gone, job_id=newest.pk, media_types=FETCHED_TYPES) is None

@@ -69,14 +69,14 @@ def test_processing_a_claimed_job_reads_nothing_the_claim_loaded(
     inbound, graph, fake_openai, django_assert_num_queries
 ):
     # The claim loads the job with its message and contact. Processing then reads only what may have changed
-    # since or what the claim does not load: the contact's pause (a person may have just taken over), the
-    # folded messages' "Talk to a person" taps, the voice notes and images the reply answers (the media phase,
-    # one query), the model's context (one statement for both sides), the knowledge entries and the staff's
-    # system prompt; and writes: the reply (saved before any send), on PostgreSQL the shared send slot, "send
-    # started", "sent".
+    # since or what the claim does not load: in one statement, the contact's pause (a person may have just
+    # taken over), the folded messages' "Talk to a person" taps and whether the conversation ever held a
+    # voice note or an image (none here, so the media phase reads nothing more); then the model's context (one
+    # statement for both sides), the knowledge entries and the staff's system prompt; and writes: the reply
+    # (saved before any send), on PostgreSQL the shared send slot, "send started", "sent".
     inbound()
     graph.post(GRAPH_MESSAGES_URL, json=graph_ok())
     config = worker_config_from_settings()
     [job] = outbound_jobs_claim(limit=1, worker_id="w")
-    with django_assert_num_queries(10 if is_postgres() else 9):
+    with django_assert_num_queries(8 if is_postgres() else 7):
         assert outbound_job_process(job=job, config=config).outcome == Outcome.SENT

@@ -272,7 +272,9 @@ def test_the_offline_generator_hands_off_when_asked_for_a_person():
         ),
     ],
 )
-def test_the_request_has_the_url_body_header_values_and_timeout_of_the_typed_sdk_call(conversation, knowledge):
+def test_the_request_has_the_url_body_header_values_and_timeout_of_the_typed_sdk_call(
+    conversation, knowledge
+):
     # generate() sends its request through the SDK's httpx client without the SDK's request machinery: what
     # goes on the wire (URL, headers, body, timeout) must stay what `chat.completions.create` sends.
     sent: list[httpx2.Request] = []

@@ -191,7 +191,7 @@ def test_the_indicator_costs_no_database_statement(inbound, graph, fake_openai, 
     register_reply(graph)
     config = worker_config_from_settings()
     [claimed] = outbound_jobs_claim(limit=1, worker_id="w")
-    with django_assert_num_queries(10 if is_postgres() else 9):
+    with django_assert_num_queries(8 if is_postgres() else 7):
         assert outbound_job_process(job=claimed, config=config).outcome == Outcome.SENT
     assert len(graph.calls) == 2
 
