@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,11 +60,16 @@ def contact_state_refresh(contact: Contact) -> bool:
     rows = _fetch(_contact_state_sql(), [contact.pk])
     if not rows:
         return False
-    for (attname, converters), value in zip(_contact_state_converters(), rows[0], strict=True):
+    _set_contact_state(contact, rows[0])
+    return True
+
+
+def _set_contact_state(contact: Contact, values: Sequence[Any]) -> None:
+    """`CONTACT_STATE_FIELDS`' columns, as read, onto the contact (through the ORM's converters)."""
+    for (attname, converters), value in zip(_contact_state_converters(), values, strict=True):
         for convert, expression in converters:
             value = convert(value, expression, connection)
         setattr(contact, attname, value)  # opted_out_by_id: the id, never a query for the user
-    return True
 
 
 @functools.cache
@@ -103,34 +109,25 @@ def bot_job_facts(contact: Contact, *, job_id: int, media_types: tuple[str, ...]
     """
     placeholders = ", ".join(["%s"] * len(media_types))
     sql = _bot_job_facts_sql().format(placeholders=placeholders)
-    rows = _fetch(sql, [*media_types, job_id, InboundMessage.Type.INTERACTIVE, contact.pk])
+    params = [contact.pk, *media_types, job_id, InboundMessage.Type.INTERACTIVE, contact.pk]
+    rows = _fetch(sql, params)
     if not rows:
         return None
     width = len(CONTACT_STATE_FIELDS)
-    for (attname, converters), value in zip(_contact_state_converters(), rows[0][:width], strict=True):
-        for convert, expression in converters:
-            value = convert(value, expression, connection)
-        setattr(contact, attname, value)
+    _set_contact_state(contact, rows[0][:width])
     taps = [_json(row[width + 1]) for row in rows if row[width + 1] is not None]
     return BotJobFacts(has_media=bool(rows[0][width]), folded_taps=taps)
 
 
 @functools.cache
 def _bot_job_facts_sql() -> str:
-    c, m, j = Contact, InboundMessage, OutboundJob
+    """The three reads' own statements, composed: the media look as a flag, the folded taps joined (one row
+    each, or one row of NULL), on the contact's row."""
+    c = Contact
     state = ", ".join(f"c.{_col(c, name)}" for name in CONTACT_STATE_FIELDS)
-    has_media = (
-        f"CASE WHEN EXISTS (SELECT 1 FROM {_table(m)} hm WHERE hm.{_col(m, 'contact')} = c.{_col(c, 'id')}"
-        f" AND hm.{_col(m, 'type')} IN ({{placeholders}}) AND hm.{_col(m, 'media_id')} <> '') THEN 1 ELSE 0 END"
-    )
-    taps = (
-        f"SELECT fm.{_col(m, 'raw')} AS raw FROM {_table(m)} fm"
-        f" JOIN {_table(j)} fj ON fj.{_col(j, 'inbound_message')} = fm.{_col(m, 'id')}"
-        f" WHERE fj.{_col(j, 'superseded_by')} = %s AND fm.{_col(m, 'type')} = %s"
-    )
     return (
-        f"SELECT {state}, {has_media}, t.raw FROM {_table(c)} c LEFT JOIN ({taps}) t ON 1 = 1"
-        f" WHERE c.{_col(c, 'id')} = %s"
+        f"SELECT {state}, CASE WHEN EXISTS ({_has_media_sql()}) THEN 1 ELSE 0 END, t.raw"
+        f" FROM {_table(c)} c LEFT JOIN ({_folded_interactive_sql()}) t ON 1 = 1 WHERE c.{_col(c, 'id')} = %s"
     )
 
 
